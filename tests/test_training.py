@@ -123,3 +123,17 @@ def test_bad_sft_input(tiny_model_dir, tmp_path):
     assert trainer.data_report.truncated == 1
     assert trainer.data_report.skipped == {"no response tokens within max_length": 1}
     assert all(len(e["input_ids"]) <= 70 for e in trainer.train_examples)
+
+
+def test_two_runs_in_one_process_with_different_precision(tiny_model_dir, tmp_path):
+    """Recipes (RiC, soups) train several models in one process; the second run must get its own precision."""
+    from paretoalign.training import run_training
+
+    first = run_training("sft", sft_config(tiny_model_dir, tmp_path / "a", max_steps=1, mixed_precision="no"),
+                         train_data=SFT_DATA)
+    second = run_training("sft", sft_config(tiny_model_dir, tmp_path / "b", max_steps=1, mixed_precision="bf16"),
+                          train_data=SFT_DATA)
+    assert first.steps == second.steps == 1
+    manifest = json.loads((second.run_dir / "manifest.json").read_text())
+    assert manifest["config"]["mixed_precision"] == "bf16"
+    assert manifest["artifacts"]["model"]["kind"] == "adapter"

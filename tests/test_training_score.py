@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -77,6 +79,8 @@ def test_lora_score_model_is_saved_merged_and_scores_the_same(tiny_model_dir, tm
     with torch.no_grad():
         chosen, rejected = trainer.scores(trainer.collate(trainer.train_examples))
     assert not (result.model_dir / "adapter_config.json").exists()
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["artifacts"]["model"]["kind"] == "full"
     objective = as_objective(result.model_dir, "friendly_rm", dtype="float32")
     from_objective = objective.score([PAIRS[0]["prompt"]] * 2, [PAIRS[0]["chosen"], PAIRS[0]["rejected"]])
     assert np.allclose(from_objective, [chosen.item(), rejected.item()], atol=1e-5)

@@ -22,7 +22,20 @@ TRAINING_COMMANDS = {
     "cost-model": "train a Safe-RLHF cost model on safety pairs (safe -> cost < 0)",
     "value-model": "train a regression value model on (prompt, response, target)",
     "dpo": "DPO and its variants (dpo_nll, margin, adaptive_margin, ema_margin, modpo)",
+    "ppo": "PPO with a critic on one objective's (or a scalarized) reward",
+    "morlhf": "PPO on the scalarized reward of one preference (MORLHF)",
+    "ppo-lag": "PPO-Lagrangian (Safe-RLHF): maximize reward subject to cost <= threshold",
+    "reinforce-lag": "REINFORCE/RLOO with the high-confidence Lagrangian and safety test (HC-RLHF)",
 }
+
+RECIPE_COMMANDS = {
+    "ric": ("paretoalign.interfaces.ric_cli", "Rewards-in-Context: prepare, train, online, run"),
+    "soups": ("paretoalign.interfaces.soups_cli", "Rewarded Soups: one policy per objective, merged per preference"),
+    "mod": ("paretoalign.interfaces.mod_cli", "multi-objective decoding: fuse per-objective policies token by token"),
+    "mavis": ("paretoalign.interfaces.mavis_cli", "MAVIS value-guided decoding: collect, train, decode"),
+}
+"""Sub-programs with their own sub-commands: each module's ``main(argv) -> int`` parses its flags and may
+raise ``ParetoAlignError`` (turned into one line here)."""
 
 
 def _add_generation_flags(parser: argparse.ArgumentParser, max_new_tokens: int = 64) -> None:
@@ -189,6 +202,22 @@ def run_training_command(kind: str, argv: Sequence[str]) -> int:
     return 0
 
 
+def run_recipe_command(name: str, argv: Sequence[str]) -> int:
+    """Hand ``paretoalign NAME ...`` to the recipe's own sub-program."""
+    from importlib import import_module
+
+    from ..core.errors import ConfigError
+
+    module_name = RECIPE_COMMANDS[name][0]
+    try:
+        module = import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise ConfigError(f"'paretoalign {name}' is not available in this version") from None
+    return module.main(list(argv))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paretoalign",
@@ -250,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for kind, summary in TRAINING_COMMANDS.items():
         commands.add_parser(kind, help=f"{summary} (see 'paretoalign {kind} --help')", add_help=False)
+    for name, (_, summary) in RECIPE_COMMANDS.items():
+        commands.add_parser(name, help=f"{summary} (see 'paretoalign {name} --help')", add_help=False)
 
     return parser
 
@@ -260,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] in TRAINING_COMMANDS:
             return run_training_command(argv[0], argv[1:])
+        if argv and argv[0] in RECIPE_COMMANDS:
+            return run_recipe_command(argv[0], argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args)
     except ParetoAlignError as exc:

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -377,7 +378,7 @@ class Trainer(ABC):
                 "final_metrics": final,
                 **self.manifest_fields(),
             })
-            self.run.add_artifact("model", FINAL_MODEL, kind="adapter" if _is_peft(self.unwrapped_model) else "full")
+            self.run.add_artifact("model", FINAL_MODEL, kind=self.saved_model_kind())
         accelerator.wait_for_everyone()
         accelerator.end_training()
         return TrainResult(run_dir, model_dir, self.state.step, self.state.tokens, final, self.data_report)
@@ -385,6 +386,10 @@ class Trainer(ABC):
     @property
     def unwrapped_model(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
+
+    def saved_model_kind(self) -> str:
+        """What ``save_model`` writes: ``"adapter"`` (a PEFT folder) or ``"full"`` (a complete model)."""
+        return "adapter" if _is_peft(self.unwrapped_model) else "full"
 
     def save_model(self, directory: Path) -> None:
         """The trained weights in Hugging Face format (a PEFT adapter folder, or the full model) + tokenizer."""
@@ -503,6 +508,7 @@ def _keep_trainable_weights(models: list[torch.nn.Module], weights: list[dict], 
 def _make_accelerator(config: TrainConfig) -> Accelerator:
     """The Accelerator for this run; the scheduler steps once per optimizer step whatever the world size."""
     cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    AcceleratorState._reset_state(reset_partial_state=False)  # a previous run's precision must not stick
     return Accelerator(
         cpu=cpu,
         mixed_precision=config.mixed_precision,
@@ -510,7 +516,6 @@ def _make_accelerator(config: TrainConfig) -> Accelerator:
         project_dir=config.output_dir,
         step_scheduler_with_optimizer=False,
     )
-
 
 
 def make_trainable(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:

@@ -56,6 +56,9 @@ class ScoreModelTrainer(Trainer):
         """The score of every sequence, split back into one (B,) tensor per entry of ``sequences``."""
         return sequence_scores(self.model, batch["input_ids"], batch["attention_mask"]).chunk(len(self.sequences))
 
+    def saved_model_kind(self) -> str:
+        return "full"
+
     def save_model(self, directory) -> None:
         """A full sequence-classification folder (adapter merged into a copy) + tokenizer."""
         model = self.unwrapped_model
