@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import import_module
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,9 +38,22 @@ TRAINERS: dict[str, tuple[type[TrainConfig], type[Trainer]]] = {
 }
 
 
+RL_TRAINERS: dict[str, tuple[str, str, str]] = {
+    "ppo": ("paretoalign.training.rl.ppo", "PPOConfig", "PPOTrainer"),
+    "morlhf": ("paretoalign.training.rl.ppo", "MORLHFConfig", "MORLHFTrainer"),
+    "ppo-lag": ("paretoalign.training.rl.lagrangian", "PPOLagConfig", "PPOLagTrainer"),
+    "reinforce-lag": ("paretoalign.training.rl.reinforce", "ReinforceLagConfig", "ReinforceLagTrainer"),
+}
+"""RL trainers, imported on first use: ``kind -> (module, config class, trainer class)``."""
+
+
 def _lookup(kind: str) -> tuple[type[TrainConfig], type[Trainer]]:
+    if kind in RL_TRAINERS and kind not in TRAINERS:
+        module_name, config_name, trainer_name = RL_TRAINERS[kind]
+        module = import_module(module_name)
+        TRAINERS[kind] = (getattr(module, config_name), getattr(module, trainer_name))
     if kind not in TRAINERS:
-        raise ConfigError(f"unknown trainer {kind!r}; use one of {', '.join(TRAINERS)}")
+        raise ConfigError(f"unknown trainer {kind!r}; use one of {', '.join({**TRAINERS, **RL_TRAINERS})}")
     return TRAINERS[kind]
 
 
@@ -95,8 +109,9 @@ def run_training(
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m paretoalign.training.runner KIND [flags]``: one-line errors, exit status 2."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in TRAINERS:
-        print(f"usage: python -m paretoalign.training.runner {{{','.join(TRAINERS)}}} [--config FILE] [flags]",
+    if not args or args[0] not in {**TRAINERS, **RL_TRAINERS}:
+        print(f"usage: python -m paretoalign.training.runner {{{','.join({**TRAINERS, **RL_TRAINERS})}}} "
+              "[--config FILE] [flags]",
               file=sys.stderr)
         return 2
     try:
