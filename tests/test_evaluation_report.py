@@ -63,7 +63,7 @@ def test_build_results_has_the_issue_shape_and_hand_checked_numbers(results):
     assert best["mip"] == pytest.approx((1.2 + 0.6 + 1.3) / 3)
     assert best["uses_scorers_at_decode"] is True and results["methods"]["base"]["uses_scorers_at_decode"] is False
     assert best["cost"] == {"generated_tokens": 303, "trained_tokens": 7, "seconds": pytest.approx(3.5),
-                            "training_seconds": 2.0}
+                            "training_seconds": 2.0, "training_generated_tokens": 0}
 
 
 def test_results_round_trip_through_json(results, tmp_path):

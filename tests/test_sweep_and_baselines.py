@@ -37,6 +37,14 @@ def test_sweep_measures_every_grid_point(tiny, length_objectives):
     assert all(p.tokens == 0 and p.rewards == first.rewards for p in result.points[1:])
 
 
+def test_sweep_carries_the_policys_training_cost(tiny, length_objectives):
+    policy = BasePolicy(*tiny)
+    policy.training_cost = {"generated_tokens": 120, "trained_tokens": 900, "wall_time_s": 4.5}
+    grid = weight_grid(["conciseness", "informativeness"], 2)
+    result = evaluate(policy, length_objectives, PROMPTS, grid, config=CONFIG, progress=False)
+    assert (result.training_generated_tokens, result.trained_tokens, result.training_seconds) == (120, 900, 4.5)
+
+
 def test_kl_of_the_reference_sampled_untruncated_is_zero(tiny, length_objectives):
     grid = [Preference.parse("conciseness=0.5,informativeness=0.5")]
     result = evaluate(BasePolicy(*tiny), length_objectives, PROMPTS, grid, config=CONFIG, progress=False)

@@ -5,7 +5,11 @@ Shape (extra fields may be added, never removed)::
     {"objectives": [...], "reference_point": {name: x}, "normalization": {name: {mean, std, count, source}},
      "methods": {NAME: {"points": [{"weights", "rewards", "stderr", "kl", "length", "tokens", "seconds", ...}],
                         "front": [indexes], "hypervolume": x, "mip": x, "uses_scorers_at_decode": bool,
-                        "cost": {"generated_tokens": n, "trained_tokens": n, "seconds": x}}}}
+                        "cost": {"generated_tokens": n, "trained_tokens": n, "seconds": x,
+                                 "training_seconds": x, "training_generated_tokens": n}}}}
+
+``generated_tokens`` counts the sweep's own generation; the ``training_*`` entries what building the policy
+cost (RiC, soups, MORLHF, MAVIS value models...), and ``seconds`` includes the training time.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class MethodResult:
     uses_scorers_at_decode: bool = False
     trained_tokens: int = 0
     training_seconds: float = 0.0
+    training_generated_tokens: int = 0
 
 
 def reward_matrix(points: Sequence[Mapping[str, Any]], objectives: Sequence[str], key: str = "rewards") -> list[list[float]]:
@@ -90,6 +95,7 @@ def method_summary(method: MethodResult, objectives: Sequence[str], reference: M
             "trained_tokens": method.trained_tokens,
             "seconds": sum(point["seconds"] for point in points) + method.training_seconds,
             "training_seconds": method.training_seconds,
+            "training_generated_tokens": method.training_generated_tokens,
         },
     }
 

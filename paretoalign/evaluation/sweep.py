@@ -170,7 +170,8 @@ def evaluate(
 
     Objectives must already carry normalization statistics (see :func:`fit_reference_normalization`)
     so that every method is measured on the same scale. Sample s of each prompt uses seed
-    ``config.seed + s`` at every point; ``seconds`` is the wall time of generation alone.
+    ``config.seed + s`` at every point; ``seconds`` is the wall time of generation alone. A trained
+    policy's ``training_cost`` (``generated_tokens``, ``trained_tokens``, ``wall_time_s``) is carried over.
     """
     config = config or GenerationConfig()
     prompt_list = prompt_texts(prompts)
@@ -188,12 +189,16 @@ def evaluate(
         kl = _sequence_kl(responses, repeated, reference, config)
         kept = min(SAMPLES_KEPT_PER_POINT, len(prompt_list))
         points.append(_measure_point(preference, responses, repeated, seconds, objectives, constraints, kl, kept))
+    training = getattr(policy, "training_cost", None) or {}
     return MethodResult(
         name=policy.name,
         objectives=axes,
         points=points,
         normalization={o.name: o.stats.to_dict() for o in objectives},
         uses_scorers_at_decode=bool(getattr(policy, "uses_scorers_at_decode", False)),
+        trained_tokens=int(training.get("trained_tokens", 0)),
+        training_seconds=float(training.get("wall_time_s", 0.0)),
+        training_generated_tokens=int(training.get("generated_tokens", 0)),
     )
 
 

@@ -262,13 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
         "and write results.json, front.png, kl.png and report.html.",
     )
     p.add_argument("--objectives", default=DEFAULT_OBJECTIVES, help="two or more objectives (default %(default)s)")
-    p.add_argument("--methods", default="base,prompting,best_of_n", help="methods to sweep (default %(default)s)")
+    p.add_argument("--methods", default="base,prompting,best_of_n",
+                   help="methods to sweep: base, prompting, best_of_n (instant) and ric, soups, morlhf, mod, mavis "
+                   "(trained first, sized by --preset) (default %(default)s)")
     _add_sweep_flags(p, "runs/demo")
     p.set_defaults(func=cmd_demo)
 
     p = commands.add_parser(
         "eval",
-        help="sweep a method (base, prompting, best_of_n) or a previous run directory over a preference grid",
+        help="sweep methods (base, prompting, best_of_n, ric, soups, morlhf, mod, mavis) or a previous run directory",
     )
     p.add_argument("target", help="method name(s), comma-separated, or a run directory written by demo/eval")
     p.add_argument("--objectives", default=None, help=f"objectives of the grid (default: the run's, or {DEFAULT_OBJECTIVES})")

@@ -32,13 +32,15 @@ class DemoPreset:
     best_of_n: int
     temperature: float = 0.7
     batch_size: int = 16
+    budget: str = "quick"
+    """How much trained methods (RiC, soups, MORLHF, MOD, MAVIS) train: "quick" or "full"."""
 
 
 PRESETS: dict[str, DemoPreset] = {
     "quick": DemoPreset(fit_prompts=24, eval_prompts=10, samples_per_prompt=1, max_new_tokens=40,
                         points_per_axis=11, best_of_n=4),
     "full": DemoPreset(fit_prompts=128, eval_prompts=48, samples_per_prompt=2, max_new_tokens=96,
-                       points_per_axis=11, best_of_n=8),
+                       points_per_axis=11, best_of_n=8, budget="full"),
 }
 
 
@@ -92,7 +94,7 @@ def run_sweep(plan: SweepPlan, out: str | Path, overwrite: bool = False,
     from ..evaluation import build_results, plot_front, plot_kl, weight_grid, write_report, write_results
     from ..evaluation.sweep import evaluate
     from ..generation import BasePolicy
-    from ..methods import build_policy, check_method_names
+    from ..methods import check_method_names
     from ..models import load_model, resolve_model_spec
     from ..objectives import load_objectives, stats_to_dict
 
@@ -116,7 +118,7 @@ def run_sweep(plan: SweepPlan, out: str | Path, overwrite: bool = False,
     config = _generation_config(plan.preset, plan.seed)
     sweeps = []
     for name in plan.methods:
-        policy = build_policy(name, model, tokenizer, objectives, best_of_n=plan.preset.best_of_n)
+        policy = _policy(name, model, tokenizer, objectives, plan, run, progress)
         sweeps.append(evaluate(policy, objectives, prompts, grid, plan.preset.samples_per_prompt, config,
                                progress=progress))
     results = build_results(sweeps, prompts=len(prompts), preset=asdict(plan.preset),
@@ -132,6 +134,19 @@ def run_sweep(plan: SweepPlan, out: str | Path, overwrite: bool = False,
     return run
 
 
+def _policy(name: str, model, tokenizer, objectives, plan: SweepPlan, run: RunDirectory, progress: bool):
+    """An instant policy on the loaded base model, or a trained one whose artifacts go into the run directory."""
+    from ..methods import build_policy, is_trained, train_policy
+
+    if not is_trained(name):
+        return build_policy(name, model, tokenizer, objectives, best_of_n=plan.preset.best_of_n)
+    workdir = run.path / "methods" / name
+    policy = train_policy(name, objectives, workdir, budget=plan.preset.budget, model=plan.model,
+                          seed=plan.seed, progress=progress)
+    run.add_artifact(f"methods/{name}", f"methods/{name}", kind="method", training_cost=policy.training_cost)
+    return policy
+
+
 def _plan_dict(plan: SweepPlan) -> dict[str, Any]:
     data = asdict(plan)
     data["methods"] = list(plan.methods)
@@ -139,15 +154,20 @@ def _plan_dict(plan: SweepPlan) -> dict[str, Any]:
 
 
 def summary_table(results: Mapping[str, Any]) -> str:
-    """A plain-text table: one row per method with HV, MIP, mean KL, tokens and seconds."""
-    header = f"{'method':<12} {'HV':>7} {'MIP':>7} {'KL':>7} {'front':>6} {'gen tokens':>11} {'seconds':>8}"
+    """A plain-text table: one row per method with HV, MIP, mean KL, eval tokens, training cost and seconds."""
+    header = (f"{'method':<12} {'HV':>7} {'MIP':>7} {'KL':>7} {'front':>6} {'gen tokens':>11} "
+              f"{'train tok':>10} {'train s':>8} {'seconds':>8}")
     lines = [header, "-" * len(header)]
     for name, method in results["methods"].items():
         mark = " *" if method.get("uses_scorers_at_decode") else ""
+        cost = method["cost"]
+        train_tokens = cost.get("trained_tokens", 0) + cost.get("training_generated_tokens", 0)
         lines.append(
             f"{name + mark:<12} {method['hypervolume']:>7.3f} {method['mip']:>7.3f} {method['mean_kl']:>7.3f} "
-            f"{len(method['front']):>6} {method['cost']['generated_tokens']:>11} {method['cost']['seconds']:>8.1f}"
+            f"{len(method['front']):>6} {cost['generated_tokens']:>11} {train_tokens:>10} "
+            f"{cost.get('training_seconds', 0.0):>8.1f} {cost['seconds']:>8.1f}"
         )
     if any(m.get("uses_scorers_at_decode") for m in results["methods"].values()):
         lines.append("* uses the objective scorers at decode time")
+    lines.append("train tok: tokens generated and trained to build the policy; seconds include training")
     return "\n".join(lines)
