@@ -29,7 +29,7 @@ from paretoalign.training.rl.high_confidence import (
 
 def test_rloo_baseline_is_the_mean_of_the_other_samples_of_the_prompt():
     returns = torch.tensor([1.0, 2.0, 6.0, 10.0, 20.0])
-    groups = torch.tensor([0, 0, 0, 7, 7])  # interleaving-free ids need not be contiguous numbers
+    groups = torch.tensor([0, 0, 0, 7, 7])  # group ids need not be contiguous
     expected = torch.tensor([(2 + 6) / 2, (1 + 6) / 2, (1 + 2) / 2, 20.0, 10.0])
     torch.testing.assert_close(rloo_baseline(returns, groups), expected)
     torch.testing.assert_close(advantages(returns, groups, "rloo"), returns - expected)
@@ -124,7 +124,7 @@ def test_dual_step_matches_sgd_on_the_stated_loss_and_follows_the_violation():
     bound = CostBound(mean=1.0, std=0.5, k=2.0)  # upper = 2.0
     log_lambda = torch.tensor(math.log(0.5), requires_grad=True)
     (-(bound.upper - 1.5) * log_lambda.exp()).backward()
-    expected = float(log_lambda - 0.1 * log_lambda.grad)
+    expected = float(log_lambda.detach() - 0.1 * log_lambda.grad)
     assert dual_step(math.log(0.5), bound, threshold=1.5, lr=0.1, lambda_max=10.0) == pytest.approx(expected)
     assert dual_step(0.0, bound, threshold=1.5, lr=0.1, lambda_max=10.0) > 0.0  # violated: lambda rises
     assert dual_step(0.0, bound, threshold=3.0, lr=0.1, lambda_max=10.0) < 0.0  # met: lambda falls
