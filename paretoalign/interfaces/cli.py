@@ -166,16 +166,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..core.rundir import RunDirectory
     from .demo import DEFAULT_OBJECTIVES, SweepPlan, run_sweep
 
-    methods, objectives, model, stats = args.target.split(","), args.objectives, args.model, None
+    methods, objectives, model, stats, artifacts = args.target.split(","), args.objectives, args.model, None, None
     if Path(args.target).is_dir():
         previous = RunDirectory.open(args.target).manifest
         if "plan" not in previous:
             raise ConfigError(f"run directory {args.target!r} holds no evaluable policy (method {previous.get('method')!r})")
-        methods, model = previous["plan"]["methods"], previous["plan"]["model"]
+        methods, model, artifacts = previous["plan"]["methods"], previous["plan"]["model"], args.target
         if not objectives:  # same objectives: reuse the stored scale so the fronts stay comparable
             objectives, stats = previous["plan"]["objectives"], previous.get("normalization")
     plan = SweepPlan(objectives=objectives or DEFAULT_OBJECTIVES, methods=methods, preset=_preset_with_overrides(args),
-                     model=model, prompts_file=args.prompts, seed=args.seed, device=args.device, dtype=args.dtype)
+                     model=model, prompts_file=args.prompts, seed=args.seed, device=args.device, dtype=args.dtype,
+                     artifacts_from=artifacts)
     return _finish_sweep(run_sweep(plan, args.out, overwrite=args.overwrite, stats=stats))
 
 

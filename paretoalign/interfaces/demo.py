@@ -56,6 +56,8 @@ class SweepPlan:
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
+    artifacts_from: str | None = None
+    """A previous run directory whose trained methods (``methods/NAME``) are reloaded instead of retrained."""
 
 
 def _eval_prompts(plan: SweepPlan) -> list[str]:
@@ -140,10 +142,11 @@ def _policy(name: str, model, tokenizer, objectives, plan: SweepPlan, run: RunDi
 
     if not is_trained(name):
         return build_policy(name, model, tokenizer, objectives, best_of_n=plan.preset.best_of_n)
-    workdir = run.path / "methods" / name
+    previous = Path(plan.artifacts_from) / "methods" / name if plan.artifacts_from else None
+    workdir = previous if previous is not None and previous.is_dir() else run.path / "methods" / name
     policy = train_policy(name, objectives, workdir, budget=plan.preset.budget, model=plan.model,
                           seed=plan.seed, progress=progress)
-    run.add_artifact(f"methods/{name}", f"methods/{name}", kind="method", training_cost=policy.training_cost)
+    run.add_artifact(f"methods/{name}", str(workdir), kind="method", training_cost=policy.training_cost)
     return policy
 
 
