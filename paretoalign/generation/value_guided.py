@@ -1,0 +1,322 @@
+"""MAVIS value-guided decoding on :func:`~paretoalign.generation.decoding.decode_loop`.
+
+At each step the reference model π_ref proposes its top-k tokens; every value model V_i scores each
+candidate continuation s∘a; the step samples from ``softmax(log π_ref(a)/T + β·v(a))`` over the top-k,
+with ``v(a) = Σ_i w_i · norm(V_i(s∘a))``.
+
+Value scale. A value model is trained on the objective's *normalized* reward (``Objective.reward``:
+``direction·(raw − mean)/std`` with the objective's stored statistics), so a raw value is "expected
+normalized reward of the finished response". ``value_normalization`` says what β multiplies:
+
+- ``none`` (default): the raw values; β is in nats per unit of normalized reward, the same for every step.
+- ``zscore``: per row and step, each objective's k candidate values standardized (mean 0, std 1);
+  β is in nats per standard deviation of that step's candidate values.
+- ``minmax``: per row and step, each objective's values mapped to [0, 1] (the original's first version).
+
+Two kinds of value model, told apart by their head (``config.num_labels``):
+
+- *exact* (one label): a scalar head read at the last token of prompt + partial response + candidate.
+  The k candidates of every row go through the model in ONE forward after the cached prefix: each
+  candidate attends to the prefix and to itself only and takes the same position id, so its value equals
+  scoring prefix+candidate separately. The chosen candidate's keys/values stay in the cache (they are
+  exactly what appending that token would compute), so a step costs one forward of k tokens per row.
+- *per-token* (one label per vocabulary token, a Q-head initialised from the LM head): one forward on
+  the prefix gives Q(s, a) for every a, so a step costs one single-token forward, like plain sampling.
+  Cheaper by about k×, but the value of s∘a is predicted from s alone, without reading a: coarser.
+
+EOS cannot be the first token by default (an empty answer). ``Response.logprobs`` are log-probabilities
+under the tilted top-k distribution actually sampled from, as the KL to the reference needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from tqdm.auto import tqdm
+
+from ..core.errors import ConfigError
+from ..models.score_model import _backbone_and_head
+from .chat import pad_id, pad_left, prompt_token_ids
+from .decoding import CausalLMScorer, decode_loop, eos_token_ids, evaluation_mode
+from .policy import GenerationConfig, Response
+from .sampling import StopStrings, TokenSampler, _length_sorted_batches, _to_response, sequence_seeds
+
+VALUE_NORMALIZATIONS = ("none", "zscore", "minmax")
+MIN_SPREAD = 1e-6
+
+
+@dataclass(frozen=True)
+class GuidanceSettings:
+    """How values tilt the reference: strength β, candidates k, value normalization, first-token EOS ban."""
+
+    beta: float = 1.0
+    top_k: int = 40
+    value_normalization: str = "none"
+    ban_eos_first: bool = True
+
+    def __post_init__(self) -> None:
+        if self.beta < 0:
+            raise ConfigError(f"beta must be >= 0, got {self.beta}; 0 samples from the reference's top-k")
+        if self.top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
+        if self.value_normalization not in VALUE_NORMALIZATIONS:
+            raise ConfigError(
+                f"value normalization {self.value_normalization!r} is not one of {', '.join(VALUE_NORMALIZATIONS)}"
+            )
+
+    def check_vocabulary(self, vocab_size: int) -> None:
+        """Refuse a k larger than the vocabulary the reference scores."""
+        if self.top_k > vocab_size:
+            raise ConfigError(f"top_k {self.top_k} is larger than the vocabulary ({vocab_size} tokens); lower --top-k")
+
+
+def is_token_value_model(model) -> bool:
+    """True for a per-token value model (a Q-head: one output per vocabulary token)."""
+    return int(getattr(model.config, "num_labels", 1)) > 1
+
+
+class _PrefixCache:
+    """A value model's transformer body with a KV cache over the prefix, left-padding aware."""
+
+    def __init__(self, model) -> None:
+        self.backbone, self.head = _backbone_and_head(model)
+        self.dtype = next(model.parameters()).dtype
+        self.cache = None
+        self.attention_mask: torch.Tensor | None = None
+        self.next_position: torch.Tensor | None = None
+
+    def forward(self, input_ids: torch.Tensor, attention_mask, position_ids: torch.Tensor) -> torch.Tensor:
+        """Run the body on new tokens after the cache; return the head's output per new token (float32)."""
+        output = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.cache = output.past_key_values
+        return self.head(output.last_hidden_state).float()
+
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Read the prompts; return the head's output at the last position."""
+        self.attention_mask = attention_mask
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        self.next_position = position_ids[:, -1] + 1
+        return self.forward(input_ids, attention_mask, position_ids)[:, -1]
+
+    def append(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row; return the head's output there."""
+        self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones((len(tokens), 1))], dim=1)
+        position_ids = self.next_position[:, None]
+        self.next_position = self.next_position + 1
+        return self.forward(tokens[:, None], self.attention_mask, position_ids)[:, -1]
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        rows = rows.to(self.attention_mask.device)
+        self.cache.batch_select_indices(rows)
+        self.attention_mask = self.attention_mask[rows]
+        self.next_position = self.next_position[rows]
+
+
+class CandidateValueScorer:
+    """Exact values V(s∘a) of k candidates per row from a scalar-head value model, all in one forward."""
+
+    def __init__(self, model) -> None:
+        self.prefix = _PrefixCache(model)
+
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        """Cache the prompts (no value is needed for the prompt alone)."""
+        self.prefix.prefill(input_ids, attention_mask)
+
+    def candidate_values(self, candidates: torch.Tensor) -> torch.Tensor:
+        """``(rows, k)`` values of prefix + each candidate token; the candidates stay in the cache until
+        :meth:`advance` keeps the chosen one."""
+        prefix, k = self.prefix, candidates.shape[1]
+        blocked = torch.finfo(prefix.dtype).min
+        past = torch.zeros(prefix.attention_mask.shape, dtype=prefix.dtype, device=candidates.device)
+        past = past.masked_fill(prefix.attention_mask == 0, blocked)[:, None, None, :].expand(-1, 1, k, -1)
+        own = torch.full((k, k), blocked, dtype=prefix.dtype, device=candidates.device).fill_diagonal_(0)
+        mask = torch.cat([past, own.expand(len(candidates), 1, k, k)], dim=-1)
+        positions = prefix.next_position[:, None].expand(-1, k)
+        return prefix.forward(candidates, mask, positions)[..., 0]
+
+    def advance(self, chosen_index: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Keep the chosen candidate's keys/values as the next prefix token and drop the other k − 1."""
+        prefix = self.prefix
+        length = prefix.attention_mask.shape[1]
+        rows = torch.arange(len(chosen_index), device=chosen_index.device)
+        for layer in prefix.cache.layers:
+            layer.keys = torch.cat([layer.keys[:, :, :length], layer.keys[rows, :, length + chosen_index, None]], dim=2)
+            layer.values = torch.cat(
+                [layer.values[:, :, :length], layer.values[rows, :, length + chosen_index, None]], dim=2
+            )
+        prefix.attention_mask = torch.cat([prefix.attention_mask, prefix.attention_mask.new_ones((len(rows), 1))], 1)
+        prefix.next_position = prefix.next_position + 1
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        self.prefix.keep_rows(rows)
+
+
+class TokenValueScorer:
+    """Per-token values Q(s, a) for every a from a Q-head value model: one single-token forward per step."""
+
+    def __init__(self, model) -> None:
+        self.prefix = _PrefixCache(model)
+        self.values: torch.Tensor | None = None
+
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        self.values = self.prefix.prefill(input_ids, attention_mask)
+
+    def candidate_values(self, candidates: torch.Tensor) -> torch.Tensor:
+        return self.values.gather(-1, candidates)
+
+    def advance(self, chosen_index: torch.Tensor, tokens: torch.Tensor) -> None:
+        self.values = self.prefix.append(tokens)
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        self.prefix.keep_rows(rows)
+        self.values = self.values[rows.to(self.values.device)]
+
+
+def value_scorer(model) -> CandidateValueScorer | TokenValueScorer:
+    """The scorer that fits ``model``'s head: exact candidate scoring or a per-token Q-head."""
+    return TokenValueScorer(model) if is_token_value_model(model) else CandidateValueScorer(model)
+
+
+def normalize_values(values: torch.Tensor, how: str) -> torch.Tensor:
+    """``(rows, k)`` candidate values normalized per row as ``how`` says (see the module docstring)."""
+    if how == "zscore":
+        return (values - values.mean(-1, keepdim=True)) / values.std(-1, keepdim=True, correction=0).clamp(min=MIN_SPREAD)
+    if how == "minmax":
+        low, high = values.amin(-1, keepdim=True), values.amax(-1, keepdim=True)
+        return (values - low) / (high - low).clamp(min=MIN_SPREAD)
+    return values
+
+
+class ValueGuidedScorer:
+    """A :class:`NextTokenScorer` whose scores are the tilted top-k: ``log π_ref(a)/T + β·v(a)`` on the
+    reference's top-k tokens and −inf elsewhere (sample them with temperature 1, no truncation).
+
+    ``reference_logprobs`` holds the full reference log-probabilities (temperature 1) of the last step,
+    for KL bookkeeping (e.g. MAVIS soft-value targets).
+    """
+
+    def __init__(
+        self,
+        reference_model,
+        weighted_values: Sequence[tuple[float, object]],
+        settings: GuidanceSettings,
+        *,
+        temperature: float = 1.0,
+        eos_ids: Sequence[int] = (),
+        eos_banned_steps: int = 0,
+    ) -> None:
+        self.reference = CausalLMScorer(reference_model)
+        self.weights = [weight for weight, _ in weighted_values]
+        self.scorers = [value_scorer(model) for _, model in weighted_values]
+        self.settings = settings
+        self.temperature = temperature
+        self.eos_ids = sorted(eos_ids)
+        self.eos_banned_steps = eos_banned_steps
+        self.step = 0
+        self.candidates: torch.Tensor | None = None
+        self.reference_logprobs: torch.Tensor | None = None
+
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        logits = self.reference.start(input_ids, attention_mask)
+        for scorer in self.scorers:
+            scorer.start(input_ids.to(_device(scorer)), attention_mask.to(_device(scorer)))
+        return self._tilt(logits)
+
+    def extend(self, tokens: torch.Tensor) -> torch.Tensor:
+        chosen = (self.candidates == tokens[:, None]).int().argmax(-1)
+        for scorer in self.scorers:
+            scorer.advance(chosen.to(_device(scorer)), tokens.to(_device(scorer)))
+        return self._tilt(self.reference.extend(tokens))
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        self.reference.keep_rows(rows)
+        for scorer in self.scorers:
+            scorer.keep_rows(rows.to(_device(scorer)))
+        self.candidates = self.candidates[rows]
+
+    def _tilt(self, logits: torch.Tensor) -> torch.Tensor:
+        self.reference_logprobs = torch.log_softmax(logits, dim=-1)
+        if self.step < self.eos_banned_steps and self.eos_ids:
+            logits = logits.index_fill(-1, torch.tensor(self.eos_ids, device=logits.device), float("-inf"))
+        self.step += 1
+        top_logits, self.candidates = logits.topk(self.settings.top_k, dim=-1)
+        tilted = top_logits / self.temperature if self.temperature != 1.0 else top_logits
+        if self.scorers:
+            tilted = tilted + self.settings.beta * self.weighted_value(self.candidates).to(tilted.device)
+        return torch.full_like(logits, float("-inf")).scatter(-1, self.candidates, tilted)
+
+    def weighted_value(self, candidates: torch.Tensor) -> torch.Tensor:
+        """v(a) = Σ_i w_i · norm(V_i(s∘a)) for the ``(rows, k)`` candidate tokens."""
+        total = torch.zeros(candidates.shape, dtype=torch.float32, device=candidates.device)
+        for weight, scorer in zip(self.weights, self.scorers):
+            values = scorer.candidate_values(candidates.to(_device(scorer)))
+            total = total + weight * normalize_values(values, self.settings.value_normalization).to(total.device)
+        return total
+
+
+def _device(scorer) -> torch.device:
+    return next(scorer.prefix.backbone.parameters()).device
+
+
+def eos_banned_steps(config: GenerationConfig, settings: GuidanceSettings) -> int:
+    """Steps at whose start EOS is masked out: ``min_new_tokens``, and at least 1 when the first is banned."""
+    return max(config.min_new_tokens, 1 if settings.ban_eos_first else 0)
+
+
+def guided_sampler_config(config: GenerationConfig) -> GenerationConfig:
+    """The chooser's settings: temperature, top-k and EOS banning are already in the tilted scores."""
+    return replace(config, temperature=1.0, top_k=0, min_new_tokens=0)
+
+
+def value_guided_generate(
+    reference_model,
+    tokenizer,
+    prompts: Sequence[str],
+    config: GenerationConfig,
+    weighted_values: Sequence[tuple[float, object]],
+    settings: GuidanceSettings,
+    *,
+    rendered: bool = False,
+) -> list[Response]:
+    """Sample one response per prompt from the reference tilted by the weighted value models.
+
+    Batched, seeded per prompt and ended by EOS / stop strings / max_new_tokens exactly as
+    :func:`~paretoalign.generation.sampling.generate` (with ``beta=0`` it draws the same tokens as
+    ``generate`` with ``top_k=k``); ``weighted_values`` are ``(weight, value model)`` pairs, weights > 0.
+    """
+    config.validate()
+    settings.check_vocabulary(reference_model.get_output_embeddings().weight.shape[0])
+    prompts = list(prompts)
+    prompt_ids = prompt_token_ids(tokenizer, prompts, config.system_prompt, rendered=rendered)
+    if any(not ids for ids in prompt_ids):
+        raise ConfigError(f"prompt {[bool(ids) for ids in prompt_ids].index(False)} is empty after tokenization; give it some text")
+    seeds = sequence_seeds(config.seed, prompts)
+    eos_ids = eos_token_ids(reference_model, tokenizer)
+    stops = StopStrings(tokenizer, config.stop) if config.stop else None
+    responses: list[Response | None] = [None] * len(prompts)
+    models = [reference_model, *(model for _, model in weighted_values)]
+    with torch.inference_mode(), contextlib.ExitStack() as stack:
+        for model in models:
+            stack.enter_context(evaluation_mode(model))
+        for batch in tqdm(_length_sorted_batches(prompt_ids, config.batch_size), desc="value-guided decoding",
+                          unit="batch", disable=not config.progress):
+            input_ids, attention_mask = pad_left([prompt_ids[i] for i in batch], pad_id(tokenizer))
+            scorer = ValueGuidedScorer(reference_model, weighted_values, settings, temperature=config.temperature,
+                                       eos_ids=eos_ids, eos_banned_steps=eos_banned_steps(config, settings))
+            sampler = TokenSampler(guided_sampler_config(config), [seeds[i] for i in batch], reference_model.device)
+            decoded = decode_loop(scorer, sampler, input_ids.to(reference_model.device),
+                                  attention_mask.to(reference_model.device), max_new_tokens=config.max_new_tokens,
+                                  eos_ids=eos_ids, is_stopped=stops)
+            for index, result in zip(batch, decoded):
+                responses[index] = _to_response(prompts[index], result, tokenizer, stops)
+    return responses
+
