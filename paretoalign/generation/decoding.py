@@ -42,15 +42,21 @@ class NextTokenScorer(Protocol):
         ...
 
     def keep_rows(self, rows: torch.Tensor) -> None:
-        """Drop every row not in ``rows`` (indices into the current rows) from the state."""
+        """Make the state's rows ``rows`` (indices into the current rows), in that order: rows not listed
+        are dropped, and a row listed twice is copied (beam search continues one prefix in two beams)."""
         ...
 
 
 class CausalLMScorer:
-    """A causal LM's next-token logits, with transformers' KV cache and left-padding-aware positions."""
+    """A causal LM's next-token logits, with transformers' KV cache and left-padding-aware positions.
 
-    def __init__(self, model) -> None:
+    ``forward_kwargs`` go to every forward call (e.g. PEFT's per-row ``adapter_names``); a wrapper that
+    changes the rows keeps them in step.
+    """
+
+    def __init__(self, model, **forward_kwargs) -> None:
         self.model = model
+        self.forward_kwargs = forward_kwargs
         self.cache = None
         self.attention_mask: torch.Tensor | None = None
         self.next_position: torch.Tensor | None = None
@@ -63,6 +69,7 @@ class CausalLMScorer:
             past_key_values=self.cache,
             use_cache=True,
             logits_to_keep=1,
+            **self.forward_kwargs,
         )
         self.cache = output.past_key_values
         return output.logits[:, -1].float()
@@ -83,7 +90,7 @@ class CausalLMScorer:
         return self._forward(tokens[:, None], position_ids)
 
     def keep_rows(self, rows: torch.Tensor) -> None:
-        """Shrink the cache, mask and positions to ``rows`` so finished rows cost nothing more."""
+        """Select ``rows`` of the cache, mask and positions (finished rows cost nothing more; repeats copy)."""
         rows = rows.to(self.attention_mask.device)
         self.cache.batch_select_indices(rows)
         self.attention_mask = self.attention_mask[rows]
