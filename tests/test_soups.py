@@ -21,6 +21,7 @@ from paretoalign.methods.soups import (
     SoupPolicy,
     SoupsBudget,
     read_compute,
+    train_for_demo,
     train_objective_policies,
 )
 from paretoalign.models import attach_lora, load_adapter, save_adapter
@@ -223,9 +224,16 @@ def test_train_objective_policies_gives_one_adapter_per_objective_and_its_comput
     assert compute["trained_tokens"] == sum(d["trained_tokens"] for d in per_objective.values()) > 0
     assert all(d["pairs"] + d["tied_prompts"] == len(prompts) and d["steps"] >= 1 for d in per_objective.values())
     assert compute["wall_time_s"] > 0
-    policy = SoupPolicy(_base(tiny_model_dir), tiny[1], adapters)
+    assert compute["adapters"] == {name: str(path.relative_to(tmp_path)) for name, path in adapters.items()}
+    written = (tmp_path / COMPUTE_FILE).stat().st_mtime_ns
+    policy = train_for_demo(objectives, tmp_path, model=str(tiny_model_dir), progress=False)  # reloads, no training
+    assert (tmp_path / COMPUTE_FILE).stat().st_mtime_ns == written
+    assert policy.name == "soups" and policy.objectives == ["conciseness", "simplicity"]
+    assert policy.training_cost == {key: compute[key] for key in ("generated_tokens", "trained_tokens", "wall_time_s")}
     mixed = policy.generate(PROMPTS, Preference.parse("conciseness=0.5,simplicity=0.5"), GREEDY)
     assert len(mixed) == len(PROMPTS)
+    with pytest.raises(ConfigError, match="holds soups policies for conciseness, simplicity, not conciseness, friendliness"):
+        train_for_demo(load_objectives("conciseness,friendliness"), tmp_path, model=str(tiny_model_dir))
 
 
 def test_unknown_or_unavailable_trainers_are_refused(tmp_path):

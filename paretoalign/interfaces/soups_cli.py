@@ -88,20 +88,20 @@ def _budget(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     """Train the per-objective adapters and record them in the run directory's manifest."""
     from ..core.rundir import RunDirectory
-    from ..methods.soups import COMPUTE_FILE, METHOD_NAME, read_compute, train_objective_policies
+    from ..methods.soups import COMPUTE_FILE, METHOD_NAME, check_trainer, read_compute, train_objective_policies
     from ..models import resolve_model_spec
     from ..objectives import load_objectives
 
     objectives = load_objectives(args.objectives)
     budget = _budget(args)
+    check_trainer(args.trainer)
     run = RunDirectory.create(
         args.out, method=METHOD_NAME, overwrite=args.overwrite, objectives=[o.name for o in objectives],
         trainer=args.trainer, budget=asdict(budget), base_model=resolve_model_spec(args.model), seed=args.seed,
     )
-    adapters = train_objective_policies(objectives, run.path, trainer=args.trainer, model=args.model,
-                                        budget=budget, seed=args.seed)
+    train_objective_policies(objectives, run.path, trainer=args.trainer, model=args.model, budget=budget, seed=args.seed)
     compute = read_compute(run.path)
-    run.manifest["adapters"] = {name: str(path.relative_to(run.path)) for name, path in adapters.items()}
+    run.manifest["adapters"] = compute["adapters"]
     run.manifest["training_cost"] = {key: compute[key] for key in ("generated_tokens", "trained_tokens", "wall_time_s")}
     for name, relative in run.manifest["adapters"].items():
         run.manifest["artifacts"][f"adapter:{name}"] = {"path": relative, "kind": "adapter", "objective": name}

@@ -17,7 +17,7 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +113,7 @@ def train_objective_policies(
     """
     started = time.perf_counter()
     names = _check_objectives(objectives)
-    if trainer not in TRAINER_KINDS:
-        raise ConfigError(f"unknown soups trainer {trainer!r}; use one of {', '.join(TRAINER_KINDS)}")
-    if trainer == "ppo":
-        raise ConfigError("soups trainer 'ppo' is not available yet (the RL trainers are not installed); use --trainer dpo")
+    check_trainer(trainer)
     plan = resolve_budget(budget)
     prompt_list = list(prompts) if prompts is not None else _train_prompts(plan.prompts)
     if not prompt_list:
@@ -138,11 +135,35 @@ def train_objective_policies(
         "wall_time_s": round(time.perf_counter() - started, 3),
         "trainer": trainer,
         "base_model": model_path,
-        "objectives": names,
+        "budget": asdict(plan),
+        "adapters": {name: str(path.relative_to(workdir)) for name, path in adapters.items()},
         "per_objective": details,
     }
     write_json_atomic(workdir / COMPUTE_FILE, compute)
     return adapters
+
+
+def check_trainer(trainer: str) -> None:
+    """Raise ConfigError unless ``trainer`` is a single-objective trainer the soups recipe can use here."""
+    if trainer not in TRAINER_KINDS:
+        raise ConfigError(f"unknown soups trainer {trainer!r}; use one of {', '.join(TRAINER_KINDS)}")
+    if trainer == "ppo":
+        raise ConfigError("soups trainer 'ppo' is not available in this version; use the trainer dpo")
+
+
+def finished_policies(workdir: str | os.PathLike, objectives: Sequence[str]) -> dict[str, Path] | None:
+    """The adapters of a finished :func:`train_objective_policies` run in ``workdir`` (None when there is none).
+
+    Refuses a run trained for other objectives, so a reload never serves the wrong soup.
+    """
+    if not (Path(workdir) / COMPUTE_FILE).is_file():
+        return None
+    compute = read_compute(workdir)
+    trained = list(compute.get("adapters", {}))
+    if sorted(trained) != sorted(objectives):
+        raise ConfigError(f"{str(workdir)!r} holds soups policies for {', '.join(trained)}, not "
+                          f"{', '.join(objectives)}; use another folder")
+    return {name: Path(workdir) / compute["adapters"][name] for name in objectives}
 
 
 def read_compute(workdir: str | os.PathLike) -> dict[str, Any]:
@@ -431,8 +452,12 @@ def train_for_demo(
     seed: int = 0,
     progress: bool = True,
 ) -> SoupPolicy:
-    """Train one adapter per objective into ``workdir`` and return their soup, with its ``training_cost``."""
-    adapters = train_objective_policies(objectives, workdir, model=model, budget=budget, seed=seed, progress=progress)
+    """Train one adapter per objective into ``workdir`` (or reload a finished run there) and return their soup,
+    with its ``training_cost``."""
+    adapters = finished_policies(workdir, [objective.name for objective in objectives])
+    if adapters is None:
+        adapters = train_objective_policies(objectives, workdir, model=model, budget=budget, seed=seed,
+                                            progress=progress)
     compute = read_compute(workdir)
     base_model, tokenizer = load_model(model)
     cost = {key: compute[key] for key in ("generated_tokens", "trained_tokens", "wall_time_s")}
@@ -444,6 +469,8 @@ __all__ = [
     "AdapterFreeModel",
     "SoupPolicy",
     "SoupsBudget",
+    "check_trainer",
+    "finished_policies",
     "read_compute",
     "resolve_budget",
     "train_for_demo",
