@@ -1,0 +1,100 @@
+"""``RiCPolicy``: one LoRA-adapted model answers every preference through the targets in its prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ...core.errors import ConfigError
+from ...core.preference import Preference
+from ...generation import GenerationConfig, Response, generate
+from ...models import reference_mode
+from .conditioning import Conditioning
+from .targets import TargetRange, check_mapping, clip_targets, preference_to_targets
+
+TARGETS = "targets"
+"""``Response.meta`` key: the reward targets the response was conditioned on."""
+
+
+class AdaptersDisabled(torch.nn.Module):
+    """A PEFT model seen as its base: every forward runs with the adapters off, so π_ref needs no second copy."""
+
+    def __init__(self, peft_model: torch.nn.Module) -> None:
+        super().__init__()
+        self.peft_model = peft_model
+        self.train(peft_model.training)
+
+    @property
+    def device(self) -> torch.device:
+        return self.peft_model.device
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        with reference_mode(self.peft_model):
+            return self.peft_model(*args, **kwargs)
+
+
+class RiCPolicy:
+    """Rewards-in-Context: preference -> targets (``mapping``) -> conditioned prompt -> batched sampling."""
+
+    uses_scorers_at_decode = False
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        target_range: TargetRange,
+        *,
+        mapping: str = "ric",
+        conditioning: Conditioning | None = None,
+        name: str = "ric",
+        training_cost: Mapping[str, float] | None = None,
+    ) -> None:
+        check_mapping(mapping)
+        if not target_range:
+            raise ConfigError("a RiC policy needs the target range of at least one objective")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.target_range = {key: (float(low), float(high)) for key, (low, high) in target_range.items()}
+        self.mapping = mapping
+        self.conditioning = conditioning or Conditioning()
+        self.name = name
+        self.training_cost = dict(training_cost or {})
+
+    @property
+    def objectives(self) -> list[str]:
+        return list(self.target_range)
+
+    def targets_for(self, preference: Preference) -> dict[str, float]:
+        """The reward targets that stand for ``preference`` (the one mapping used everywhere)."""
+        return preference_to_targets(preference, self.target_range, self.mapping)
+
+    def generate(self, prompts: Sequence[str], preference: Preference | None, config: GenerationConfig) -> list[Response]:
+        """Answer every prompt at the targets of ``preference``."""
+        if preference is None:
+            raise ConfigError(f"RiC needs a preference over {', '.join(self.objectives)} to choose its targets")
+        targets = self.targets_for(preference)
+        return self.generate_for_targets(prompts, [targets] * len(prompts), config)
+
+    def generate_for_targets(
+        self, prompts: Sequence[str], targets: Sequence[Mapping[str, float]], config: GenerationConfig
+    ) -> list[Response]:
+        """Answer prompt i at ``targets[i]`` (clipped into the fitted range, with a warning) in one batched call.
+
+        Responses keep the plain prompt (what objectives score and π_ref sees); ``meta["targets"]`` records the
+        targets used.
+        """
+        if len(prompts) != len(targets):
+            raise ConfigError(f"got {len(prompts)} prompts for {len(targets)} target vectors; give one per prompt")
+        clipped = [clip_targets(row, self.target_range) for row in targets]
+        conditioned = [self.conditioning.condition(prompt, row) for prompt, row in zip(prompts, clipped)]
+        responses = generate(self.model, self.tokenizer, conditioned, config)
+        for prompt, row, response in zip(prompts, clipped, responses):
+            response.prompt = prompt
+            response.meta[TARGETS] = row
+        return responses
+
+    def reference(self) -> tuple[Any, Any]:
+        """The base model with the adapter switched off, and the tokenizer."""
+        return AdaptersDisabled(self.model), self.tokenizer
