@@ -35,14 +35,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
-from tqdm.auto import tqdm
 
 from ..core.errors import ConfigError
 from ..models.score_model import _backbone_and_head
-from .chat import pad_id, pad_left, prompt_token_ids
-from .decoding import CausalLMScorer, decode_loop, eos_token_ids, evaluation_mode
+from .beam import generate_with_scorer
+from .decoding import CausalLMScorer, eos_token_ids, evaluation_mode
 from .policy import GenerationConfig, Response
-from .sampling import StopStrings, TokenSampler, _length_sorted_batches, _to_response, sequence_seeds
 
 VALUE_NORMALIZATIONS = ("none", "zscore", "minmax")
 MIN_SPREAD = 1e-6
@@ -285,38 +283,26 @@ def value_guided_generate(
     weighted_values: Sequence[tuple[float, object]],
     settings: GuidanceSettings,
     *,
+    beams: int = 1,
     rendered: bool = False,
 ) -> list[Response]:
-    """Sample one response per prompt from the reference tilted by the weighted value models.
+    """One response per prompt from the reference tilted by the weighted value models.
 
     Batched, seeded per prompt and ended by EOS / stop strings / max_new_tokens exactly as
     :func:`~paretoalign.generation.sampling.generate` (with ``beta=0`` it draws the same tokens as
     ``generate`` with ``top_k=k``); ``weighted_values`` are ``(weight, value model)`` pairs, weights > 0.
+    ``beams > 1``: beam search over the tilted scores instead of sampling (the best beam).
     """
     config.validate()
     settings.check_vocabulary(reference_model.get_output_embeddings().weight.shape[0])
-    prompts = list(prompts)
-    prompt_ids = prompt_token_ids(tokenizer, prompts, config.system_prompt, rendered=rendered)
-    if any(not ids for ids in prompt_ids):
-        raise ConfigError(f"prompt {[bool(ids) for ids in prompt_ids].index(False)} is empty after tokenization; give it some text")
-    seeds = sequence_seeds(config.seed, prompts)
     eos_ids = eos_token_ids(reference_model, tokenizer)
-    stops = StopStrings(tokenizer, config.stop) if config.stop else None
-    responses: list[Response | None] = [None] * len(prompts)
-    models = [reference_model, *(model for _, model in weighted_values)]
-    with torch.inference_mode(), contextlib.ExitStack() as stack:
-        for model in models:
-            stack.enter_context(evaluation_mode(model))
-        for batch in tqdm(_length_sorted_batches(prompt_ids, config.batch_size), desc="value-guided decoding",
-                          unit="batch", disable=not config.progress):
-            input_ids, attention_mask = pad_left([prompt_ids[i] for i in batch], pad_id(tokenizer))
-            scorer = ValueGuidedScorer(reference_model, weighted_values, settings, temperature=config.temperature,
-                                       eos_ids=eos_ids, eos_banned_steps=eos_banned_steps(config, settings))
-            sampler = TokenSampler(guided_sampler_config(config), [seeds[i] for i in batch], reference_model.device)
-            decoded = decode_loop(scorer, sampler, input_ids.to(reference_model.device),
-                                  attention_mask.to(reference_model.device), max_new_tokens=config.max_new_tokens,
-                                  eos_ids=eos_ids, is_stopped=stops)
-            for index, result in zip(batch, decoded):
-                responses[index] = _to_response(prompts[index], result, tokenizer, stops)
-    return responses
 
+    def make_scorer() -> ValueGuidedScorer:
+        return ValueGuidedScorer(reference_model, weighted_values, settings, temperature=config.temperature,
+                                 eos_ids=eos_ids, eos_banned_steps=eos_banned_steps(config, settings))
+
+    with contextlib.ExitStack() as stack:
+        for model in [reference_model, *(model for _, model in weighted_values)]:
+            stack.enter_context(evaluation_mode(model))
+        return generate_with_scorer(make_scorer, tokenizer, prompts, guided_sampler_config(config), eos_ids=eos_ids,
+                                    device=reference_model.device, beams=beams, rendered=rendered)
