@@ -8,7 +8,9 @@ plain sum). Each step, the best ``beams`` continuations of every prompt go on; a
 as a finished candidate when it ranks among them (as in Hugging Face's beam search). A prompt stops once it
 has ``beams`` finished candidates and no running beam can still beat the worst of them (exact: a running
 sum only falls, so its best reachable normalized score is bounded); at ``max_new_tokens`` running beams
-finish with reason "length". With ``beams=1`` and ``length_penalty=0`` this is greedy decoding.
+finish with reason "length". This is Hugging Face's beam search with ``early_stopping="never"`` (tests
+check it against ``generate(num_beams=...)``), over any scorer; with ``beams=1`` and ``length_penalty=0``
+it is greedy decoding.
 """
 
 from __future__ import annotations
