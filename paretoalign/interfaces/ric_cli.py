@@ -23,7 +23,7 @@ STAGE_HELP = {
     "run": "prepare, train and (with --iterations) online in one go",
 }
 STAGE_FIELDS = {
-    "prepare": ("prepare", "all"),
+    "prepare": ("prepare", "train", "online", "all"),  # the run keeps them; later stages may override
     "train": ("train", "all"),
     "online": ("online", "all"),
     "run": ("prepare", "train", "online", "all"),

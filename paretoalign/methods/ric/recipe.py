@@ -248,7 +248,8 @@ def prepare(
         pairs += sampled
     data = scored_records(objectives, pairs, OFFLINE, f"RiC offline data ({len(pairs)} responses)")
     write_jsonl(run.path / OFFLINE_DATA, data)
-    run.manifest.update(normalization=stats_to_dict(objectives), target_range=fitted_range(rewards_of(data, names)))
+    span = fitted_range(rewards_of(data, names))
+    run.manifest.update(normalization=stats_to_dict(objectives), target_range={k: list(v) for k, v in span.items()})
     run.add_artifact("offline_data", OFFLINE_DATA, records=len(data))
     record_stage(run, "prepare", {"responses": len(data), "sampled_prompts": len(prompts),
                                   "generated_tokens": generated, "trained_tokens": 0,

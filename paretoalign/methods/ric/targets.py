@@ -64,7 +64,7 @@ def preference_to_targets(
     names, lows, highs = range_arrays(target_range)
     weights = np.array(Preference.parse(preference).vector(names), dtype=np.float64)
     fractions = MAPPINGS[mapping](weights)
-    return dict(zip(names, (lows + fractions * (highs - lows)).tolist()))
+    return dict(zip(names, ((1.0 - fractions) * lows + fractions * highs).tolist()))  # exact at both ends
 
 
 def clip_targets(targets: Mapping[str, float], target_range: TargetRange) -> dict[str, float]:
