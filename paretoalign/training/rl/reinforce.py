@@ -1,0 +1,276 @@
+"""REINFORCE with K samples per prompt (RLOO / GRPO baselines) under the high-confidence Lagrangian: HC-RLHF.
+
+One iteration (one ``step`` in ``metrics.jsonl``): take ``batch_size`` prompts and make K =
+``samples_per_prompt`` rollouts of each with the experience maker of PPO (sample, score every objective
+and the cost objective, log-probs under π and π_ref). Then, per rollout (METHODS.md, "HC-RLHF"):
+
+- r~ = clip(r - β·Σ_t log π/π_ref, ±50), with r the scalarized normalized reward of ``--objectives``;
+- the cost c is the raw score of ``--cost-objective``; it joins a sliding window of the last
+  ``cost_window`` costs (all ranks), whose mean μ̂ and std σ̂ give the pessimistic bound μ̂ + k·σ̂,
+  k = C1·t_{1-δ,n-1}/√n + C2·t_{1-δ,n_s-1}/√n_s (n = costs in the window, n_s = ``safety_prompts``);
+- return G = r~ - λ·c~ with the surrogate cost c~ = c + k·(c² - 2cμ̂)/(2σ̂), advantage A = G minus the
+  RLOO leave-one-out baseline (or group-normalized, or none);
+- loss -(1/B)·Σ_b A_b·Σ_t log π(a_t), gradients of all rollouts summed into one optimizer step;
+- dual step on log λ for -(μ̂ + k·σ̂ - τ)·λ (λ <= λ_max): λ rises while the bound exceeds τ.
+
+Safety test. ``safety_prompts`` prompts are held out of training (a seeded draw from the training
+prompts). At the end the final policy answers each once (rollout temperature, fixed seed) and
+UCB = mean(c) + t_{1-δ,n-1}·std(c)/√n is compared with τ. Pass: the adapter is saved as ``model`` like
+every trainer's. Fail: the manifest says ``"result": "no solution found"`` and the adapter is saved as
+``model-unsafe`` (artifact ``model_unsafe``), so nothing picks it up as the run's model by accident.
+The test's numbers are in the manifest (``safety_test``) and on the returned :class:`HCTrainResult`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+
+from ...core.errors import ConfigError
+from ...core.files import atomic_path
+from ...generation import generate
+from ...objectives import Objective, get_objective
+from ..base import MetricWindow, TrainResult
+from .experience import Experience, checked_scores
+from .functional import masked_mean
+from .high_confidence import (
+    BASELINES,
+    CostBound,
+    SafetyTestResult,
+    advantages,
+    constrained_returns,
+    cost_bound,
+    dual_step,
+    kl_regularized_reward,
+    pessimism_factor,
+    push_window,
+    safety_test,
+)
+from .ppo import PPOConfig, PPOTrainer
+
+UNSAFE_MODEL = "model-unsafe"
+RETURN_STREAM = "return"
+
+
+@dataclass
+class ReinforceLagConfig(PPOConfig):
+    """HC-RLHF: REINFORCE (RLOO/GRPO baseline) maximizing --objectives with --cost-objective <= --threshold at
+    confidence 1 - --delta. PPO-only settings (clip ranges, GAE, value loss, ppo_epochs) are not used."""
+
+    output_dir: str = field(default="runs/reinforce-lag", metadata={"help": "run directory"})
+    samples_per_prompt: int = field(default=4, metadata={"help": "K responses sampled per prompt"})
+    minibatch_size: int = field(
+        default=8, metadata={"help": "rollouts per forward/backward pass (all add up to one optimizer step)"}
+    )
+    baseline: str = field(default="rloo", metadata={"help": f"advantage baseline: {', '.join(BASELINES)}"})
+    cost_objective: str | None = field(default=None, metadata={"help": "objective spec scored raw as the cost"})
+    threshold: float | None = field(default=None, metadata={"help": "τ: the constraint is cost <= threshold"})
+    delta: float = field(default=0.1, metadata={"help": "δ: allowed probability that the safety test is wrong"})
+    c1: float = field(default=1.0, metadata={"help": "C1: weight of the cost window's t-term in k"})
+    c2: float = field(default=2.0, metadata={"help": "C2: weight of the safety set's t-term in k (2: Seldonian)"})
+    cost_window: int = field(default=128, metadata={"help": "n: recent costs behind μ̂ and σ̂"})
+    safety_prompts: int = field(default=32, metadata={"help": "training prompts held out for the safety test"})
+    lambda_init: float = field(default=1.0, metadata={"help": "initial Lagrange multiplier λ"})
+    lambda_lr: float = field(default=0.1, metadata={"help": "SGD step size on log λ"})
+    lambda_max: float = field(default=5.0, metadata={"help": "upper clamp of λ"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cost_objective is None:
+            raise ConfigError("reinforce-lag needs --cost-objective, e.g. --cost-objective length_cost")
+        if self.threshold is None:
+            raise ConfigError("reinforce-lag needs --threshold for the constraint cost <= threshold, e.g. --threshold 0")
+        if self.baseline not in BASELINES:
+            raise ConfigError(f"baseline {self.baseline!r} is not one of {', '.join(BASELINES)}")
+        if self.baseline != "none" and self.samples_per_prompt < 2:
+            raise ConfigError(f"--baseline {self.baseline} compares samples of one prompt; set --samples-per-prompt "
+                              f"2 or more (got {self.samples_per_prompt}) or use --baseline none")
+        if not 0.0 < self.delta < 1.0:
+            raise ConfigError(f"delta must be in (0, 1), got {self.delta}; e.g. --delta 0.1")
+        for name in ("cost_window", "safety_prompts"):
+            if getattr(self, name) < 2:
+                raise ConfigError(f"{name} must be >= 2 for a Student-t bound, got {getattr(self, name)}")
+        if self.batch_size * self.samples_per_prompt < 2:
+            raise ConfigError("a step needs at least 2 rollouts for a cost std; raise --batch-size or --samples-per-prompt")
+        if min(self.c1, self.c2, self.lambda_lr) < 0:
+            raise ConfigError(f"c1, c2 and lambda_lr must be >= 0, got {self.c1}, {self.c2}, {self.lambda_lr}")
+        if not 0.0 < self.lambda_init <= self.lambda_max:
+            raise ConfigError(f"need 0 < lambda_init <= lambda_max, got {self.lambda_init} and {self.lambda_max}")
+
+
+@dataclass
+class HCTrainResult(TrainResult):
+    """A finished HC-RLHF run; ``model_dir`` is ``model-unsafe`` when ``safety`` failed."""
+
+    safety: SafetyTestResult | None = None
+
+
+def hold_out(examples: list[dict[str, Any]], count: int, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(held out, kept)``: ``count`` examples drawn with ``seed``, and the rest in their original order."""
+    if count >= len(examples):
+        raise ConfigError(f"--safety-prompts {count} leaves no training prompts (have {len(examples)}); "
+                          "lower it or give more prompts")
+    chosen = set(torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed))[:count].tolist())
+    return ([e for i, e in enumerate(examples) if i in chosen], [e for i, e in enumerate(examples) if i not in chosen])
+
+
+class ReinforceLagTrainer(PPOTrainer):
+    """HC-RLHF on a LoRA policy; see the module docstring. ``objectives=`` / ``cost_objective=`` may pass
+    loaded objectives instead of the specs in the config."""
+
+    kind = "reinforce-lag"
+    streams: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        config: ReinforceLagConfig,
+        train_data: Sequence[Any],
+        eval_data: Sequence[Any] | None = None,
+        *,
+        model: torch.nn.Module | None = None,
+        tokenizer: Any = None,
+        objectives: Sequence[Objective] | None = None,
+        cost_objective: Objective | None = None,
+    ) -> None:
+        self.cost = cost_objective if cost_objective is not None else get_objective(config.cost_objective)
+        super().__init__(config, train_data, eval_data, model=model, tokenizer=tokenizer, objectives=objectives)
+        self.safety_examples, self.train_examples = hold_out(self.train_examples, config.safety_prompts, config.seed)
+        self.log_lambda = math.log(config.lambda_init)
+        self.costs_seen = torch.zeros(0, dtype=torch.float64)
+        self.bound: CostBound | None = None
+        self.safety: SafetyTestResult | None = None
+
+    def cost_objectives(self) -> list[Objective]:
+        return [self.cost]
+
+    @property
+    def lam(self) -> float:
+        """The current Lagrange multiplier λ."""
+        return math.exp(self.log_lambda)
+
+    # ------------------------------------------------------------ one iteration
+
+    def update_cost_bound(self, costs: torch.Tensor) -> CostBound:
+        """Push every rank's costs into the window and return its bound μ̂ + k·σ̂ (k for the window's size)."""
+        everyone = self.accelerator.gather(costs.to(self.accelerator.device)).cpu().double()
+        self.costs_seen = push_window(self.costs_seen, everyone, self.config.cost_window)
+        config = self.config
+        k = pessimism_factor(len(self.costs_seen), config.safety_prompts, config.delta, config.c1, config.c2)
+        self.bound = cost_bound(self.costs_seen, k)
+        return self.bound
+
+    def add_advantages(self, experience: Experience) -> Experience:
+        """Sequence-level advantage (B,) of G = r~ - λ·c~ under the configured baseline."""
+        costs = experience.costs[self.cost.name].double()
+        bound = self.update_cost_bound(costs)
+        kl = experience.kl.sum(dim=1).double()
+        rewards = kl_regularized_reward(experience.scalar_reward.double(), kl, self.kl_controller.value)
+        returns = constrained_returns(rewards, costs, bound, self.lam)
+        experience.advantages = advantages(returns, experience.prompt_index, self.config.baseline).float()
+        experience.returns = {RETURN_STREAM: returns.float(), "kl_reward": rewards.float()}
+        return experience
+
+    def compute_loss(self, batch: Experience) -> tuple[torch.Tensor, dict[str, Any]]:
+        """-Σ_b A_b·Σ_t log π(a_t) over this minibatch (the caller divides by the batch size), with entropy."""
+        output = self.model(batch.sequences, batch.attention_mask, batch.action_mask)
+        loss = -(output.logprobs.sum(dim=1) * batch.advantages).sum()
+        return loss, {"entropy": masked_mean(output.entropy, batch.action_mask).detach()}
+
+    def optimize(self, experience: Experience) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        """One optimizer step on the REINFORCE loss of the whole batch, accumulated ``minibatch_size`` rollouts
+        at a time; returns the loss, metrics and tokens trained on (this rank)."""
+        size, device = self.config.minibatch_size, self.accelerator.device
+        chunks = [experience.select(torch.arange(start, min(start + size, len(experience))))
+                  for start in range(0, len(experience), size)]
+        total_loss, entropy = torch.zeros((), device=device), torch.zeros((), device=device)
+        self.model.train()
+        for number, chunk in enumerate(chunks):
+            last = number == len(chunks) - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
+                loss, metrics = self.compute_loss(chunk.to(device))
+                loss = loss / len(experience)
+                self.check_finite(loss, "loss")
+                self.accelerator.backward(loss)
+            total_loss += loss.detach()
+            entropy += metrics["entropy"] * len(chunk) / len(experience)
+        self.optimizer_step(step_scheduler=False)
+        metrics = {name: value.mean() for name, value in experience.returns.items()}
+        return total_loss, {**metrics, "entropy": entropy}, int(experience.attention_mask.sum())
+
+    def after_iteration(self, experience: Experience, rollout: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Log λ and the bound used this iteration, then take the dual step (and adapt β if configured)."""
+        bound, config = self.bound, self.config
+        logged = {"lambda": self.lam, "cost_mean": bound.mean, "cost_std": bound.std, "k": bound.k,
+                  "cost_bound": bound.upper, "cost_window_size": len(self.costs_seen)}
+        self.log_lambda = dual_step(self.log_lambda, bound, config.threshold, config.lambda_lr, config.lambda_max)
+        return {**super().after_iteration(experience, rollout), **logged}
+
+    # ------------------------------------------------------------ the safety test
+
+    def training_loop(self, total: int, progress: tqdm) -> MetricWindow:
+        """The iterations, then the safety test of the final policy on the held-out prompts."""
+        window = super().training_loop(total, progress)
+        self.safety = self.run_safety_test()
+        return window
+
+    @torch.no_grad()
+    def run_safety_test(self) -> SafetyTestResult:
+        """Costs of the policy's answers to the held-out prompts (one each), tested against the threshold."""
+        config = self.config
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        prompts = [example["prompt"] for example in self.safety_examples[rank::world]]
+        generation = replace(self.generation_config(config.seed + 1), system_prompt=config.system_prompt)
+        responses = generate(self.actor_critic.policy, self.tokenizer, prompts, generation) if prompts else []
+        costs = checked_scores(self.cost, prompts, [r.text for r in responses], config.score_batch_size)
+        everyone = gather_object(costs.tolist()) if world > 1 else costs.tolist()
+        return safety_test(torch.tensor(everyone, dtype=torch.float64), config.threshold, config.delta)
+
+    def train(self) -> HCTrainResult:
+        """Train, run the safety test, and keep the adapter as ``model`` only when it passes."""
+        result = super().train()
+        model_dir = result.model_dir
+        if not self.safety.passed:
+            model_dir = model_dir.with_name(UNSAFE_MODEL)
+            if self.run is not None:
+                artifacts = self.run.manifest["artifacts"]
+                artifacts["model_unsafe"] = {**artifacts.pop("model"), "path": UNSAFE_MODEL}
+                self.run.save_manifest()
+        return HCTrainResult(**{**vars(result), "model_dir": model_dir, "safety": self.safety})
+
+    # ------------------------------------------------------------ state and outputs
+
+    def extra_state(self) -> dict[str, Any]:
+        return {**super().extra_state(), "log_lambda": self.log_lambda, "cost_window": self.costs_seen}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
+        self.log_lambda = float(state["log_lambda"])
+        self.costs_seen = state["cost_window"].double()
+
+    def manifest_fields(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            **super().manifest_fields(),
+            "constraint": {"cost_objective": self.cost.name, "threshold": config.threshold, "delta": config.delta,
+                           "c1": config.c1, "c2": config.c2, "cost_window": config.cost_window,
+                           "safety_prompts": len(self.safety_examples), "baseline": config.baseline},
+            "lambda": self.lam,
+            "safety_test": self.safety.to_dict(),
+            "result": self.safety.verdict,
+        }
+
+    def save_model(self, directory: Path) -> None:
+        """The LoRA adapter + tokenizer: in ``directory`` when the safety test passed, else in ``model-unsafe``."""
+        target = directory if self.safety.passed else directory.with_name(UNSAFE_MODEL)
+        with atomic_path(target) as staged:
+            self.actor_critic.policy.save_pretrained(staged, safe_serialization=True)
+            self.tokenizer.save_pretrained(staged)
+

@@ -1,0 +1,154 @@
+"""HC-RLHF trainer on the tiny model: λ follows the constraint, the safety test decides whether the model is
+promoted, metrics and manifest carry the constraint, chunked gradients equal one batch, resume equals an
+uninterrupted run, and bad input ends in one-line ConfigErrors (also through the CLI)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from paretoalign.core.errors import ConfigError, UnknownObjectiveError
+from paretoalign.interfaces.cli import main as cli_main
+from paretoalign.training.base import FINAL_MODEL
+from paretoalign.training.rl.high_confidence import NO_SOLUTION
+from paretoalign.training.rl.reinforce import UNSAFE_MODEL, ReinforceLagConfig, hold_out
+from paretoalign.training.runner import run_training
+
+PROMPTS = [{"prompt": f"Tell me something about topic number {i}."} for i in range(12)]
+ADAPTER = "adapter_model.safetensors"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config(model_dir: Path, out: Path, **overrides) -> ReinforceLagConfig:
+    """A seconds-long run: conciseness as the reward, words beyond 2 as the cost (at most 6 with 8 tokens)."""
+    settings = dict(
+        model=str(model_dir), objectives="conciseness", cost_objective="length_cost?budget=2", threshold=0.0,
+        batch_size=2, samples_per_prompt=3, max_new_tokens=8, max_steps=3, safety_prompts=4, norm_prompts=4,
+        output_dir=str(out), progress=False, lr=1e-2, lora_r=4, lora_alpha=8,
+    )
+    return ReinforceLagConfig(**{**settings, **overrides})
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def manifest(run: Path) -> dict:
+    return json.loads((run / "manifest.json").read_text())
+
+
+def test_violated_constraint_raises_lambda_and_the_model_is_not_promoted(tiny_model_dir, tmp_path):
+    run = tmp_path / "violated"
+    result = run_training("reinforce-lag", config(tiny_model_dir, run, threshold=-1.0, lambda_max=100.0),
+                          train_data=PROMPTS)
+    lambdas = [line["lambda"] for line in metrics(run)]
+    assert lambdas[0] == pytest.approx(1.0)
+    assert all(later > earlier for earlier, later in zip(lambdas, lambdas[1:]))  # cost >= 0 > -1 every step
+    assert not result.safety.passed and result.safety.verdict == NO_SOLUTION
+    assert result.model_dir == run / UNSAFE_MODEL and (run / UNSAFE_MODEL / ADAPTER).is_file()
+    assert not (run / FINAL_MODEL).exists()
+    saved = manifest(run)
+    assert saved["result"] == NO_SOLUTION and saved["safety_test"]["passed"] is False
+    assert saved["safety_test"]["n"] == 4 and saved["safety_test"]["ucb"] > -1.0
+    assert set(saved["artifacts"]) == {"model_unsafe"}
+    assert saved["lambda"] > lambdas[-1]
+
+
+def test_met_constraint_lowers_lambda_passes_and_logs_every_quantity(tiny_model_dir, tmp_path):
+    run = tmp_path / "met"
+    result = run_training("reinforce-lag", config(tiny_model_dir, run, threshold=10.0), train_data=PROMPTS)
+    lines = metrics(run)
+    lambdas = [line["lambda"] for line in lines]
+    assert all(later < earlier for earlier, later in zip(lambdas, lambdas[1:]))
+    assert result.safety.passed and result.model_dir == run / FINAL_MODEL
+    assert (run / FINAL_MODEL / ADAPTER).is_file() and not (run / UNSAFE_MODEL).exists()
+    saved = manifest(run)
+    assert saved["result"] == "pass" and saved["constraint"]["cost_objective"] == "length_cost"
+    assert saved["artifacts"]["model"]["kind"] == "adapter"
+    for key in ("lambda", "cost_mean", "cost_std", "k", "cost_bound", "cost/length_cost", "kl", "entropy",
+                "reward/conciseness", "normalized/conciseness", "return", "loss"):
+        assert all(math.isfinite(line[key]) for line in lines), key
+    first = lines[0]
+    assert first["cost_bound"] == pytest.approx(first["cost_mean"] + first["k"] * first["cost_std"])
+    assert first["cost_window_size"] == 6 and lines[-1]["cost_window_size"] == 18
+
+
+def test_chunked_backward_passes_add_up_to_the_full_batch_step(tiny_model_dir, tmp_path):
+    whole = run_training("reinforce-lag", config(tiny_model_dir, tmp_path / "whole", max_steps=1, minibatch_size=6),
+                         train_data=PROMPTS)
+    chunked = run_training("reinforce-lag", config(tiny_model_dir, tmp_path / "chunks", max_steps=1, minibatch_size=2),
+                           train_data=PROMPTS)
+    first, second = load_file(whole.model_dir / ADAPTER), load_file(chunked.model_dir / ADAPTER)
+    assert any(bool(t.abs().sum() > 0) for name, t in first.items() if "lora_B" in name)  # the step moved LoRA-B
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], rtol=1e-4, atol=1e-6)
+
+
+def test_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
+    straight = run_training("reinforce-lag", config(tiny_model_dir, tmp_path / "straight", max_steps=4),
+                            train_data=PROMPTS)
+    resumed_run = tmp_path / "resumed"
+    run_training("reinforce-lag", config(tiny_model_dir, resumed_run, max_steps=2, save_every=2), train_data=PROMPTS)
+    checkpoint = torch.load(resumed_run / "checkpoints" / "checkpoint-00000002" / "trainer_extra.pt",
+                            weights_only=True)
+    assert checkpoint["cost_window"].numel() == 12 and "log_lambda" in checkpoint
+    resumed = run_training("reinforce-lag", config(tiny_model_dir, resumed_run, max_steps=4, resume=True),
+                           train_data=PROMPTS)
+    for name, tensor in load_file(straight.model_dir / ADAPTER).items():
+        torch.testing.assert_close(load_file(resumed.model_dir / ADAPTER)[name], tensor)
+    assert manifest(resumed_run)["lambda"] == pytest.approx(manifest(tmp_path / "straight")["lambda"])
+    assert [line["lambda"] for line in metrics(resumed_run)] == pytest.approx(
+        [line["lambda"] for line in metrics(tmp_path / "straight")])
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(threshold=None), "needs --threshold"),
+    (dict(cost_objective=None), "needs --cost-objective"),
+    (dict(samples_per_prompt=1), "--samples-per-prompt 2 or more"),
+    (dict(baseline="ppo"), "not one of rloo, grpo, none"),
+    (dict(delta=1.5), "delta must be in"),
+    (dict(safety_prompts=1), "safety_prompts must be >= 2"),
+])
+def test_bad_settings_are_one_line_config_errors(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        config(Path("unused"), tmp_path, **overrides)
+    assert "\n" not in str(caught.value)
+
+
+def test_no_baseline_allows_one_sample_per_prompt(tmp_path):
+    assert config(Path("unused"), tmp_path, samples_per_prompt=1, baseline="none").samples_per_prompt == 1
+
+
+def test_unregistered_cost_objective_and_too_many_safety_prompts(tiny_model_dir, tmp_path):
+    with pytest.raises(UnknownObjectiveError, match="unknown objective 'toxicity'"):
+        run_training("reinforce-lag", config(tiny_model_dir, tmp_path / "a", cost_objective="toxicity"),
+                     train_data=PROMPTS)
+    with pytest.raises(ConfigError, match="--safety-prompts 12 leaves no training prompts"):
+        run_training("reinforce-lag", config(tiny_model_dir, tmp_path / "b", safety_prompts=12), train_data=PROMPTS)
+
+
+def test_hold_out_is_seeded_and_disjoint():
+    examples = [{"prompt": str(i)} for i in range(10)]
+    held, kept = hold_out(examples, 3, seed=5)
+    assert len(held) == 3 and len(kept) == 7
+    assert {e["prompt"] for e in held}.isdisjoint(e["prompt"] for e in kept)
+    assert hold_out(examples, 3, seed=5) == (held, kept)
+    assert [int(e["prompt"]) for e in kept] == sorted(int(e["prompt"]) for e in kept)
+
+
+def test_cli_reports_a_missing_threshold_as_one_line(capsys):
+    assert cli_main(["reinforce-lag", "--cost-objective", "length_cost"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs --threshold" in err and len(err.splitlines()) == 1
