@@ -18,7 +18,8 @@ class MAVISPolicy:
     """A SteerablePolicy over ``value_models`` (objective -> loaded score model, or the folder of one).
 
     Folders are loaded on first use by a preference that weights their objective, so objectives with
-    weight 0 load (and run) nothing. Decoding settings: see :mod:`paretoalign.generation.value_guided`.
+    weight 0 load (and run) nothing. Decoding settings: see :mod:`paretoalign.generation.value_guided`;
+    ``beams > 1`` runs beam search over the tilted scores and answers with the best beam.
     """
 
     uses_scorers_at_decode = False
@@ -34,11 +35,15 @@ class MAVISPolicy:
         value_normalization: str = "none",
         ban_eos_first: bool = True,
         value_dtype: str | None = None,
+        beams: int = 1,
         name: str = "mavis",
     ) -> None:
         if not value_models:
             raise ConfigError("MAVIS needs at least one value model; train one with 'paretoalign mavis train'")
+        if beams < 1:
+            raise ConfigError(f"beams must be >= 1, got {beams}; 1 samples instead of beam search")
         self.settings = GuidanceSettings(beta, top_k, value_normalization, ban_eos_first)
+        self.beams = beams
         self.settings.check_vocabulary(reference_model.get_output_embeddings().weight.shape[0])
         self.reference_model = reference_model
         self.tokenizer = tokenizer
@@ -81,9 +86,10 @@ class MAVISPolicy:
         preference: Preference | None,
         config: GenerationConfig,
     ) -> list[Response]:
-        """Value-guided samples: top-k of π_ref tilted by β·Σ_i w_i V_i."""
+        """Value-guided samples (or the best beam when ``beams > 1``): top-k of π_ref tilted by β·Σ_i w_i V_i."""
         weighted = self.weighted_value_models(preference)
-        return value_guided_generate(self.reference_model, self.tokenizer, prompts, config, weighted, self.settings)
+        return value_guided_generate(self.reference_model, self.tokenizer, prompts, config, weighted, self.settings,
+                                     beams=self.beams)
 
     def reference(self) -> tuple[Any, Any]:
         """The untilted reference model and its tokenizer."""

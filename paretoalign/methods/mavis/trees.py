@@ -37,6 +37,7 @@ from ...generation.chat import pad_id, pad_left, prompt_token_ids
 from ...generation.decoding import decode_loop, eos_token_ids, evaluation_mode
 from ...generation.sampling import TokenSampler
 from ...generation.value_guided import GuidanceSettings, ValueGuidedScorer, guided_sampler_config
+from ...objectives import stats_to_dict
 from ...objectives.base import Objective
 
 METADATA_KEY = b"paretoalign.mavis"
@@ -232,12 +233,14 @@ def collect_trees(
         "keep": keep,
         **{name: pa.array(values, pa.float64()) for name, values in columns.items()},
     })
-    info = {"objectives": [o.name for o in objectives], "policy": policy, "shape": asdict(shape), "seed": seed}
+    info = {"objectives": [o.name for o in objectives], "stats": stats_to_dict(objectives), "policy": policy,
+            "shape": asdict(shape), "seed": seed}
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(info).encode()})
 
 
 def tree_info(table: pa.Table) -> dict:
-    """The collection facts stored with a shard: objectives, sampling policy, shape, seed."""
+    """The collection facts stored with a shard: objectives and their normalization stats, sampling policy,
+    shape, seed."""
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
     if raw is None:
         raise DataError("this Parquet file holds no MAVIS trees (no paretoalign.mavis metadata); collect it with "
