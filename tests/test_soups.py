@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -236,7 +237,22 @@ def test_train_objective_policies_gives_one_adapter_per_objective_and_its_comput
         train_for_demo(load_objectives("conciseness,friendliness"), tmp_path, model=str(tiny_model_dir))
 
 
-def test_unknown_or_unavailable_trainers_are_refused(tmp_path):
+def test_ppo_trains_one_adapter_per_objective_and_counts_its_rollouts(tiny, tiny_model_dir, tmp_path):
+    pytest.importorskip("paretoalign.training.rl.ppo", reason="the RL trainers are not installed")
+    objectives = load_objectives("conciseness,informativeness")
+    budget = replace(TINY_BUDGET, ppo_steps=1)
+    adapters = train_objective_policies(objectives, tmp_path, trainer="ppo", model=str(tiny_model_dir), budget=budget,
+                                        prompts=PROMPTS * 4, progress=False)
+    compute = read_compute(tmp_path)
+    assert compute["trainer"] == "ppo" and list(adapters) == ["conciseness", "informativeness"]
+    per_objective = compute["per_objective"]
+    assert all(d["steps"] == 1 and d["generated_tokens"] > 0 for d in per_objective.values())
+    assert compute["generated_tokens"] == sum(d["generated_tokens"] for d in per_objective.values())
+    policy = SoupPolicy(_base(tiny_model_dir), tiny[1], adapters)
+    assert len(policy.generate(PROMPTS, Preference.parse("conciseness=0.5,informativeness=0.5"), GREEDY)) == 2
+
+
+def test_unknown_trainers_and_bad_budgets_are_refused(tmp_path):
     objectives = load_objectives("conciseness")
     with pytest.raises(ConfigError, match="unknown soups trainer 'sft'"):
         train_objective_policies(objectives, tmp_path, trainer="sft")

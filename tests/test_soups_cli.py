@@ -68,14 +68,13 @@ def test_generate_errors_are_one_line_exit_2(capsys, soup_run, argv_tail, fragme
     assert err.count("\n") == 1 and fragment in err
 
 
-def test_train_refuses_bad_input_in_one_line(capsys, tmp_path, tiny_model_dir):
+def test_train_refuses_bad_input_in_one_line(capsys, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     cases = [
         (["--objectives", "conciseness", "--out", str(tmp_path)], "is not a paretoalign run"),
         (["--objectives", "nope", "--out", str(tmp_path / "new")], "unknown objective 'nope'"),
         (["--objectives", "conciseness", "--out", str(tmp_path / "new"), "--epochs", "0"], "--epochs must be > 0"),
-        (["--objectives", "conciseness", "--out", str(tmp_path / "new"), "--trainer", "ppo",
-          "--model", str(tiny_model_dir)], "ppo"),
+        (["--objectives", "conciseness", "--out", str(tmp_path / "new"), "--samples", "1"], "samples must be >= 2"),
     ]
     for tail, fragment in cases:
         code, _, err = _run(capsys, ["soups", "train", *tail])

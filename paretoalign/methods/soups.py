@@ -12,12 +12,14 @@ per preference.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from ..core.errors import ConfigError, DataError, ModelLoadError, UnknownObjectiveError
 from ..core.files import write_json_atomic
 from ..core.preference import Preference
+from ..core.rundir import MANIFEST
 from ..core.runtime import choose_device, choose_dtype, set_seed
 from ..data import load_prompts
 from ..generation import GenerationConfig, Response, generate
@@ -40,6 +43,7 @@ from .pairs import best_worst_pairs
 
 METHOD_NAME = "soups"
 TRAINER_KINDS = ("dpo", "ppo")
+PPO_MODULE = "paretoalign.training.rl.ppo"
 COMPUTE_FILE = "compute.json"
 POLICIES_DIR = "policies"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -62,6 +66,7 @@ class SoupsBudget:
     temperature: float = 1.0
     lora_r: int = 16
     lora_alpha: int = 32
+    ppo_steps: int = 16
 
     def __post_init__(self) -> None:
         if self.prompts < 1 or self.max_new_tokens < 1:
@@ -73,9 +78,11 @@ class SoupsBudget:
 
 BUDGETS: dict[str, SoupsBudget] = {
     "quick": SoupsBudget(prompts=32, samples=4, max_new_tokens=48, epochs=2, batch_size=4, lr=2e-4),
-    "full": SoupsBudget(prompts=192, samples=4, max_new_tokens=96, epochs=2, batch_size=8, lr=1e-4, max_length=256),
+    "full": SoupsBudget(prompts=192, samples=4, max_new_tokens=96, epochs=2, batch_size=8, lr=1e-4, max_length=256,
+                        ppo_steps=64),
 }
-"""``quick``: a few CPU minutes on the default model for two objectives; ``full``: six times the data."""
+"""``quick``: a few CPU minutes on the default model for two objectives (DPO); ``full``: six times the data.
+With PPO, ``ppo_steps`` iterations of the PPO trainer's default batch replace the sampled pairs."""
 
 
 def resolve_budget(budget: str | SoupsBudget) -> SoupsBudget:
@@ -108,8 +115,11 @@ def train_objective_policies(
 ) -> dict[str, Path]:
     """Train one LoRA adapter per objective from ``model`` (default: the embedded model) into ``workdir``.
 
+    ``trainer="dpo"``: DPO on each objective's best-vs-worst pairs of shared base-model samples (cheap);
+    ``"ppo"``: PPO on each objective's normalized reward (fitted on the base's responses if missing).
     Returns ``{objective: adapter folder}`` and writes ``workdir/compute.json`` (generated tokens, trained
-    tokens, wall time, per-objective details). ``prompts`` default to the shipped train instructions.
+    tokens, wall time, budget, adapters, per-objective details). ``prompts`` default to the shipped train
+    instructions.
     """
     started = time.perf_counter()
     names = _check_objectives(objectives)
@@ -122,15 +132,16 @@ def train_objective_policies(
     workdir.mkdir(parents=True, exist_ok=True)
     set_seed(seed)
     model_path = resolve_model_spec(model)
-    candidates, generated = _sample_candidates(model_path, prompt_list, plan, seed, progress)
+    generated, train = 0, partial(_train_ppo, prompt_list)
+    if trainer == "dpo":
+        candidates, generated = _sample_candidates(model_path, prompt_list, plan, seed, progress)
+        train = partial(_train_dpo, prompt_list, candidates)
     adapters, details = {}, {}
     for objective in objectives:
-        adapters[objective.name], details[objective.name] = _train_dpo(
-            objective, prompt_list, candidates, model_path, workdir / POLICIES_DIR / folder_name(objective.name),
-            plan, seed, progress,
-        )
+        output_dir = workdir / POLICIES_DIR / folder_name(objective.name)
+        adapters[objective.name], details[objective.name] = train(objective, model_path, output_dir, plan, seed, progress)
     compute = {
-        "generated_tokens": generated,
+        "generated_tokens": generated + sum(d.get("generated_tokens", 0) for d in details.values()),
         "trained_tokens": sum(d["trained_tokens"] for d in details.values()),
         "wall_time_s": round(time.perf_counter() - started, 3),
         "trainer": trainer,
@@ -147,7 +158,7 @@ def check_trainer(trainer: str) -> None:
     """Raise ConfigError unless ``trainer`` is a single-objective trainer the soups recipe can use here."""
     if trainer not in TRAINER_KINDS:
         raise ConfigError(f"unknown soups trainer {trainer!r}; use one of {', '.join(TRAINER_KINDS)}")
-    if trainer == "ppo":
+    if trainer == "ppo" and importlib.util.find_spec(PPO_MODULE) is None:
         raise ConfigError("soups trainer 'ppo' is not available in this version; use the trainer dpo")
 
 
@@ -206,9 +217,9 @@ def _sample_candidates(
 
 
 def _train_dpo(
-    objective: Objective,
     prompts: list[str],
     candidates: list[list[str]],
+    objective: Objective,
     model_path: str,
     output_dir: Path,
     plan: SoupsBudget,
@@ -228,6 +239,26 @@ def _train_dpo(
     started = time.perf_counter()
     result = run_training("dpo", config, train_data=pairs)
     details = {"pairs": len(pairs), "tied_prompts": ties, "steps": result.steps,
+               "trained_tokens": result.trained_tokens, "wall_time_s": round(time.perf_counter() - started, 3)}
+    return result.model_dir, details
+
+
+def _train_ppo(
+    prompts: list[str], objective: Objective, model_path: str, output_dir: Path, plan: SoupsBudget, seed: int,
+    progress: bool,
+) -> tuple[Path, dict[str, Any]]:
+    """PPO of a fresh LoRA adapter on ``objective``'s normalized reward; its folder and compute details."""
+    from ..training.rl.ppo import PPOConfig
+
+    config = PPOConfig(
+        model=model_path, output_dir=str(output_dir), overwrite=True, objectives=objective.name,
+        max_steps=plan.ppo_steps, max_new_tokens=plan.max_new_tokens, lora_r=plan.lora_r, lora_alpha=plan.lora_alpha,
+        mixed_precision=_mixed_precision(), seed=seed, progress=progress,
+    )
+    started = time.perf_counter()
+    result = run_training("ppo", config, train_data=[{"prompt": prompt} for prompt in prompts], objectives=[objective])
+    manifest = json.loads((result.run_dir / MANIFEST).read_text(encoding="utf-8"))
+    details = {"steps": result.steps, "generated_tokens": int(manifest.get("generated_tokens", 0)),
                "trained_tokens": result.trained_tokens, "wall_time_s": round(time.perf_counter() - started, 3)}
     return result.model_dir, details
 
