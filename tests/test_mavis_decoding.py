@@ -13,7 +13,9 @@ from paretoalign.generation.value_guided import (
     CandidateValueScorer,
     GuidanceSettings,
     TokenValueScorer,
+    final_values,
     normalize_values,
+    value_guided_beam_search,
     value_guided_generate,
 )
 from paretoalign.models.score_model import sequence_scores, token_values
@@ -174,3 +176,30 @@ def test_bad_settings_are_one_line_errors(tiny, value_model):
     with pytest.raises(ConfigError, match="larger than the vocabulary"):
         value_guided_generate(model, tokenizer, PROMPTS, GenerationConfig(max_new_tokens=2), [(1.0, value_model)],
                               GuidanceSettings(top_k=100_000))
+
+
+def test_beam_variant_ranks_candidates_by_value(tiny, value_model, q_model):
+    model, tokenizer = tiny
+    config = GenerationConfig(max_new_tokens=5)
+    weighted = [(0.5, value_model), (0.5, q_model)]
+    groups = value_guided_beam_search(model, tokenizer, PROMPTS, config, weighted, GuidanceSettings(beta=2.0, top_k=6),
+                                      beams=3, candidates=3)
+    assert [len(group) for group in groups] == [3, 3, 3]
+    for prompt_ids, group in zip(prompt_token_ids(tokenizer, PROMPTS), groups):
+        values = [r.meta["value"] for r in group]
+        assert values == sorted(values, reverse=True)
+        assert len({tuple(r.token_ids) for r in group}) == 3
+        full = [prompt_ids + r.token_ids for r in group]
+        with torch.inference_mode():
+            expected = 0.5 * _full_scores(value_model, full) + 0.5 * torch.tensor(
+                [float(token_values(q_model, torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0, -2, s[-1]])
+                 for s in full])
+        assert values == pytest.approx(expected.tolist(), abs=1e-4)
+
+
+def test_final_values_of_left_padded_sequences(tiny, value_model):
+    _, tokenizer = tiny
+    sequences = prompt_token_ids(tokenizer, PROMPTS)
+    with torch.inference_mode():
+        batched = final_values(value_model, sequences, tokenizer.pad_token_id)
+        torch.testing.assert_close(batched, _full_scores(value_model, sequences), atol=1e-5, rtol=1e-4)

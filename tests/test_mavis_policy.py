@@ -104,6 +104,9 @@ def test_policy_loads_only_weighted_value_models(tiny, exact_value_dir, tmp_path
     assert len(responses) == 2 and all(len(r.token_ids) == 4 or r.finish_reason == "eos" for r in responses)
     assert list(policy.loaded) == ["a"]
     assert policy.reference() == (model, tokenizer)
+    beam = MAVISPolicy(model, tokenizer, {"a": exact_value_dir}, top_k=5, beams=3, candidates=2)
+    best = beam.generate(PROMPTS, Preference.parse("a=1"), GenerationConfig(max_new_tokens=4))
+    assert all("value" in r.meta and r.logprobs == [0.0] * len(r.token_ids) for r in best)
     with pytest.raises(ConfigError, match="no value model for objective 'c'"):
         policy.generate(PROMPTS, Preference.parse("a=0.5,c=0.5"), GenerationConfig(max_new_tokens=2))
     with pytest.raises(ConfigError, match="needs a preference"):
@@ -116,6 +119,8 @@ def test_policy_refuses_bad_settings_and_foreign_tokenizers(tiny, exact_value_di
         MAVISPolicy(model, tokenizer, {"a": exact_value_dir}, beta=-0.5)
     with pytest.raises(ConfigError, match="larger than the vocabulary"):
         MAVISPolicy(model, tokenizer, {"a": exact_value_dir}, top_k=10_000)
+    with pytest.raises(ConfigError, match="candidates <= beams"):
+        MAVISPolicy(model, tokenizer, {"a": exact_value_dir}, beams=2, candidates=3)
     foreign = tmp_path / "foreign"
     trained, value_tokenizer = load_value_model(exact_value_dir, dtype="float32")
     value_tokenizer.add_tokens(["<extra-token>"])

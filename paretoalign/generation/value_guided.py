@@ -38,9 +38,11 @@ import torch
 
 from ..core.errors import ConfigError
 from ..models.score_model import _backbone_and_head
-from .beam import generate_with_scorer
-from .decoding import CausalLMScorer, eos_token_ids, evaluation_mode
+from .beam import BeamCandidate, beam_search, generate_with_scorer
+from .chat import pad_id, pad_left, prompt_token_ids
+from .decoding import CausalLMScorer, Decoded, eos_token_ids, evaluation_mode
 from .policy import GenerationConfig, Response
+from .sampling import _to_response
 
 VALUE_NORMALIZATIONS = ("none", "zscore", "minmax")
 MIN_SPREAD = 1e-6
@@ -293,6 +295,14 @@ def value_guided_generate(
     ``generate`` with ``top_k=k``); ``weighted_values`` are ``(weight, value model)`` pairs, weights > 0.
     ``beams > 1``: beam search over the tilted scores instead of sampling (the best beam).
     """
+    make_scorer, eos_ids = _scorer_factory(reference_model, tokenizer, config, weighted_values, settings)
+    with _evaluation_modes(reference_model, weighted_values):
+        return generate_with_scorer(make_scorer, tokenizer, prompts, guided_sampler_config(config), eos_ids=eos_ids,
+                                    device=reference_model.device, beams=beams, rendered=rendered)
+
+
+def _scorer_factory(reference_model, tokenizer, config: GenerationConfig, weighted_values, settings: GuidanceSettings):
+    """A fresh :class:`ValueGuidedScorer` per batch, and the EOS ids; checks the settings first."""
     config.validate()
     settings.check_vocabulary(reference_model.get_output_embeddings().weight.shape[0])
     eos_ids = eos_token_ids(reference_model, tokenizer)
@@ -301,8 +311,65 @@ def value_guided_generate(
         return ValueGuidedScorer(reference_model, weighted_values, settings, temperature=config.temperature,
                                  eos_ids=eos_ids, eos_banned_steps=eos_banned_steps(config, settings))
 
-    with contextlib.ExitStack() as stack:
-        for model in [reference_model, *(model for _, model in weighted_values)]:
-            stack.enter_context(evaluation_mode(model))
-        return generate_with_scorer(make_scorer, tokenizer, prompts, guided_sampler_config(config), eos_ids=eos_ids,
-                                    device=reference_model.device, beams=beams, rendered=rendered)
+    return make_scorer, eos_ids
+
+
+def _evaluation_modes(reference_model, weighted_values) -> contextlib.ExitStack:
+    stack = contextlib.ExitStack()
+    for model in [reference_model, *(model for _, model in weighted_values)]:
+        stack.enter_context(evaluation_mode(model))
+    return stack
+
+
+def final_values(model, sequences: Sequence[Sequence[int]], padding_value: int) -> torch.Tensor:
+    """Each full token sequence's value (float32 ``(n,)``): the scalar head at its last token, or for a
+    Q-head its output before the last token read at that token."""
+    input_ids, attention_mask = pad_left(sequences, padding_value)
+    prefix = _PrefixCache(model)
+    device = next(model.parameters()).device
+    outputs = prefix.forward(input_ids.to(device), attention_mask.to(device),
+                             (attention_mask.cumsum(-1) - 1).clamp(min=0).to(device))
+    if not is_token_value_model(model):
+        return outputs[:, -1, 0]
+    return outputs[:, -2].gather(-1, input_ids[:, -1:].to(device)).squeeze(-1)
+
+
+def value_guided_beam_search(
+    reference_model,
+    tokenizer,
+    prompts: Sequence[str],
+    config: GenerationConfig,
+    weighted_values: Sequence[tuple[float, object]],
+    settings: GuidanceSettings,
+    *,
+    beams: int,
+    candidates: int,
+) -> list[list[Response]]:
+    """MAVIS beam search: ``beams`` beams over the tilted scores, the ``candidates`` best finished beams
+    per prompt, each with ``meta["value"]`` = Σ_i w_i V_i of its full text, best value first."""
+    make_scorer, eos_ids = _scorer_factory(reference_model, tokenizer, config, weighted_values, settings)
+    prompt_ids = prompt_token_ids(tokenizer, prompts, config.system_prompt)
+    padding = pad_id(tokenizer)
+    ranked = []
+    with torch.inference_mode(), _evaluation_modes(reference_model, weighted_values):
+        for start in range(0, len(prompt_ids), config.batch_size):
+            batch = prompt_ids[start : start + config.batch_size]
+            input_ids, attention_mask = (t.to(reference_model.device) for t in pad_left(batch, padding))
+            found = beam_search(make_scorer(), input_ids, attention_mask, beams=beams, num_return=candidates,
+                                max_new_tokens=config.max_new_tokens, eos_ids=eos_ids)
+            for offset, (ids, group) in enumerate(zip(batch, found)):
+                ranked.append(_ranked_beams(prompts[start + offset], ids, group, weighted_values, tokenizer, padding))
+    return ranked
+
+
+def _ranked_beams(prompt: str, prompt_ids: list[int], group: Sequence[BeamCandidate], weighted_values, tokenizer,
+                  padding: int) -> list[Response]:
+    sequences = [prompt_ids + candidate.token_ids for candidate in group]
+    total = sum(weight * final_values(model, sequences, padding).cpu() for weight, model in weighted_values)
+    responses = []
+    for candidate, value in zip(group, total.tolist()):
+        decoded = Decoded(candidate.token_ids, [0.0] * len(candidate.token_ids), candidate.finish_reason)
+        response = _to_response(prompt, decoded, tokenizer, None)
+        response.meta.update(beam_score=candidate.score, value=value)
+        responses.append(response)
+    return sorted(responses, key=lambda response: -response.meta["value"])

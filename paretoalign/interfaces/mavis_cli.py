@@ -106,6 +106,9 @@ def _add_decode_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--normalize-weights", action="store_true", help="rescale the weights to sum to 1")
     p.add_argument("--prompt", action="append", required=True, help="a user message to answer (repeat for several)")
     p.add_argument("--beams", type=int, default=1, help="beam search with this many beams; 1 samples (default %(default)s)")
+    p.add_argument("--candidates", type=int, default=1,
+                   help="with --beams: keep this many finished beams and answer with the one the value models "
+                   "rate highest (default %(default)s)")
     _add_guidance_flags(p)
     _add_model_flags(p)
     _add_generation_flags(p, max_new_tokens=128)
@@ -213,7 +216,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     policy = MAVISPolicy(model, tokenizer, folders, beta=guidance.beta, top_k=guidance.top_k,
                          value_normalization=guidance.value_normalization, ban_eos_first=guidance.ban_eos_first,
-                         value_dtype=args.dtype, beams=args.beams)
+                         value_dtype=args.dtype, beams=args.beams, candidates=args.candidates)
     responses = policy.generate(args.prompt, preference, config)
     print("\n\n".join(response.text for response in responses))
     return 0

@@ -10,7 +10,7 @@ from typing import Any
 from ...core.errors import ConfigError
 from ...core.preference import Preference
 from ...generation import GenerationConfig, Response
-from ...generation.value_guided import GuidanceSettings, value_guided_generate
+from ...generation.value_guided import GuidanceSettings, value_guided_beam_search, value_guided_generate
 from .values import load_value_model
 
 
@@ -19,7 +19,9 @@ class MAVISPolicy:
 
     Folders are loaded on first use by a preference that weights their objective, so objectives with
     weight 0 load (and run) nothing. Decoding settings: see :mod:`paretoalign.generation.value_guided`;
-    ``beams > 1`` runs beam search over the tilted scores and answers with the best beam.
+    ``beams > 1`` runs beam search over the tilted scores; it answers with the best beam, or with
+    ``candidates > 1``, with the one of the ``candidates`` best beams whose full text the weighted value
+    models rate highest (the method's own value estimates, not the evaluation's scorers).
     """
 
     uses_scorers_at_decode = False
@@ -36,14 +38,15 @@ class MAVISPolicy:
         ban_eos_first: bool = True,
         value_dtype: str | None = None,
         beams: int = 1,
+        candidates: int = 1,
         name: str = "mavis",
     ) -> None:
         if not value_models:
             raise ConfigError("MAVIS needs at least one value model; train one with 'paretoalign mavis train'")
-        if beams < 1:
-            raise ConfigError(f"beams must be >= 1, got {beams}; 1 samples instead of beam search")
+        if beams < 1 or not 1 <= candidates <= beams:
+            raise ConfigError(f"need beams >= 1 and 1 <= candidates <= beams, got beams={beams}, candidates={candidates}")
         self.settings = GuidanceSettings(beta, top_k, value_normalization, ban_eos_first)
-        self.beams = beams
+        self.beams, self.candidates = beams, candidates
         self.settings.check_vocabulary(reference_model.get_output_embeddings().weight.shape[0])
         self.reference_model = reference_model
         self.tokenizer = tokenizer
@@ -88,6 +91,10 @@ class MAVISPolicy:
     ) -> list[Response]:
         """Value-guided samples (or the best beam when ``beams > 1``): top-k of π_ref tilted by β·Σ_i w_i V_i."""
         weighted = self.weighted_value_models(preference)
+        if self.candidates > 1:
+            ranked = value_guided_beam_search(self.reference_model, self.tokenizer, prompts, config, weighted,
+                                              self.settings, beams=self.beams, candidates=self.candidates)
+            return [group[0] for group in ranked]
         return value_guided_generate(self.reference_model, self.tokenizer, prompts, config, weighted, self.settings,
                                      beams=self.beams)
 
