@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from peft import PeftModel
@@ -24,21 +25,11 @@ from ..generation.decoding import CausalLMScorer, eos_token_ids, evaluation_mode
 from ..generation.fusion import AdapterRowsScorer, FusedScorer, check_divergence, check_same_tokenizer
 from ..generation.policy import GenerationConfig, Response
 from ..models.loading import load_model
-from ..models.lora import load_adapter, reference_mode
+from ..objectives.base import Objective
+from .soups import AdapterFreeModel, _check_tokenizers, _load_adapters, finished_policies, read_compute
+from .soups import train_objective_policies
 
-
-class AdaptersOff:
-    """A PEFT model seen as its base model: every call runs with all adapters disabled (π_ref, no copy)."""
-
-    def __init__(self, peft_model: PeftModel) -> None:
-        self.peft_model = peft_model
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with reference_mode(self.peft_model):
-            return self.peft_model(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.peft_model, name)
+TRAINING_COST_KEYS = ("generated_tokens", "trained_tokens", "wall_time_s")
 
 
 class MODPolicy:
@@ -83,7 +74,7 @@ class MODPolicy:
         self.beams, self.length_penalty = beams, length_penalty
         self.reference_model = reference_model
         self.name = name
-        self.training_cost: dict[str, float] = {"generated_tokens": 0, "trained_tokens": 0, "wall_time_s": 0.0}
+        self.training_cost: dict[str, float] = dict.fromkeys(TRAINING_COST_KEYS, 0)
 
     def weights(self, preference: Preference | None) -> dict[int, float]:
         """Policy index -> weight, for the policies with weight > 0 only."""
@@ -131,7 +122,7 @@ class MODPolicy:
     def reference(self) -> tuple[Any, Any]:
         """π_ref: the base with adapters off (adapters), else ``reference_model`` or the first policy."""
         if self.peft_model is not None:
-            return AdaptersOff(self.peft_model), self.tokenizer
+            return AdapterFreeModel(self.peft_model), self.tokenizer
         return self.reference_model if self.reference_model is not None else self.models[0], self.tokenizer
 
 
@@ -177,7 +168,8 @@ def load_mod_policy(
     device: str | None = None,
     **options: Any,
 ) -> MODPolicy:
-    """A MODPolicy from adapter folders on ``base`` (objective -> folder) or from model specs per objective.
+    """A MODPolicy from LoRA adapter folders on ``base`` (objective -> folder; default base: the embedded
+    model) or from one model spec per objective (then ``base``, if given, is π_ref).
 
     ``options`` go to :class:`MODPolicy` (divergence, alpha, beams, length_penalty).
     """
@@ -185,11 +177,35 @@ def load_mod_policy(
         raise ConfigError("give either per-objective adapters or per-objective models, not both or neither")
     if adapters is not None:
         model, tokenizer = load_model(base, dtype=dtype, device=device)
-        for objective, folder in adapters.items():
-            model = load_adapter(model, folder, name=objective)
-        return MODPolicy(model, tokenizer, list(adapters), **options)
+        folders = {objective: Path(folder).expanduser() for objective, folder in adapters.items()}
+        _check_tokenizers(tokenizer, model, folders)
+        names = [f"mod{index}" for index in range(len(folders))]  # objective names may not be valid module names
+        peft_model = _load_adapters(model, folders, names)
+        return MODPolicy(peft_model, tokenizer, list(folders), adapter_names=names, **options)
     loaded = [load_model(spec, dtype=dtype, device=device) for spec in models.values()]
     reference = load_model(base, dtype=dtype, device=device)[0] if base is not None else None
     return MODPolicy(
         [model for model, _ in loaded], [tok for _, tok in loaded], list(models), reference_model=reference, **options
     )
+
+
+def train_for_demo(
+    objectives: list[Objective],
+    workdir: Path,
+    *,
+    budget: str = "quick",
+    model: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> MODPolicy:
+    """MOD over one LoRA adapter per objective, trained by the soups recipe into ``workdir`` (DPO on
+    objective-labelled pairs), or reloaded from a finished run there: give MOD the soups' workdir and both
+    methods share the same adapters. ``training_cost`` is that run's compute."""
+    names = [objective.name for objective in objectives]
+    adapters = finished_policies(workdir, names) or train_objective_policies(
+        objectives, workdir, model=model, budget=budget, seed=seed, progress=progress
+    )
+    policy = load_mod_policy(adapters=adapters, base=model)
+    compute = read_compute(workdir)
+    policy.training_cost = {key: compute[key] for key in TRAINING_COST_KEYS}
+    return policy
