@@ -89,7 +89,7 @@ class _PrefixCache:
         self.next_position: torch.Tensor | None = None
 
     def forward(self, input_ids: torch.Tensor, attention_mask, position_ids: torch.Tensor) -> torch.Tensor:
-        """Run the body on new tokens after the cache; return the head's output per new token (float32)."""
+        """Run the body on new tokens after the cache; return their last hidden states."""
         output = self.backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -98,21 +98,25 @@ class _PrefixCache:
             use_cache=True,
         )
         self.cache = output.past_key_values
-        return self.head(output.last_hidden_state).float()
+        return output.last_hidden_state
+
+    def read(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The value head on hidden states, in float32."""
+        return self.head(hidden).float()
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Read the prompts; return the head's output at the last position."""
         self.attention_mask = attention_mask
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         self.next_position = position_ids[:, -1] + 1
-        return self.forward(input_ids, attention_mask, position_ids)[:, -1]
+        return self.read(self.forward(input_ids, attention_mask, position_ids)[:, -1])
 
     def append(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per row; return the head's output there."""
         self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones((len(tokens), 1))], dim=1)
         position_ids = self.next_position[:, None]
         self.next_position = self.next_position + 1
-        return self.forward(tokens[:, None], self.attention_mask, position_ids)[:, -1]
+        return self.read(self.forward(tokens[:, None], self.attention_mask, position_ids)[:, -1])
 
     def keep_rows(self, rows: torch.Tensor) -> None:
         rows = rows.to(self.attention_mask.device)
@@ -141,7 +145,7 @@ class CandidateValueScorer:
         own = torch.full((k, k), blocked, dtype=prefix.dtype, device=candidates.device).fill_diagonal_(0)
         mask = torch.cat([past, own.expand(len(candidates), 1, k, k)], dim=-1)
         positions = prefix.next_position[:, None].expand(-1, k)
-        return prefix.forward(candidates, mask, positions)[..., 0]
+        return prefix.read(prefix.forward(candidates, mask, positions))[..., 0]
 
     def advance(self, chosen_index: torch.Tensor, tokens: torch.Tensor) -> None:
         """Keep the chosen candidate's keys/values as the next prefix token and drop the other k − 1."""
@@ -327,11 +331,11 @@ def final_values(model, sequences: Sequence[Sequence[int]], padding_value: int) 
     input_ids, attention_mask = pad_left(sequences, padding_value)
     prefix = _PrefixCache(model)
     device = next(model.parameters()).device
-    outputs = prefix.forward(input_ids.to(device), attention_mask.to(device),
-                             (attention_mask.cumsum(-1) - 1).clamp(min=0).to(device))
+    hidden = prefix.forward(input_ids.to(device), attention_mask.to(device),
+                            (attention_mask.cumsum(-1) - 1).clamp(min=0).to(device))
     if not is_token_value_model(model):
-        return outputs[:, -1, 0]
-    return outputs[:, -2].gather(-1, input_ids[:, -1:].to(device)).squeeze(-1)
+        return prefix.read(hidden[:, -1])[:, 0]
+    return prefix.read(hidden[:, -2]).gather(-1, input_ids[:, -1:].to(device)).squeeze(-1)
 
 
 def value_guided_beam_search(
