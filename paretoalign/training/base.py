@@ -234,6 +234,18 @@ class Trainer(ABC):
 
     def train(self) -> TrainResult:
         """Run (or resume) training to the end; returns where the model and metrics are."""
+        total = self.start_run()
+        progress = tqdm(
+            total=total, initial=self.state.step, desc=self.kind,
+            disable=not (self.config.progress and self.accelerator.is_main_process),
+        )
+        window = self.training_loop(total, progress)
+        progress.close()
+        return self._finish(window, total)
+
+    def start_run(self) -> int:
+        """Open the run directory, build and prepare optimizer and scheduler, restore a checkpoint when
+        resuming, start trackers; returns the total number of steps."""
         config, accelerator = self.config, self.accelerator
         self.run = self._open_run_dir()
         total = self.total_steps()
@@ -247,12 +259,13 @@ class Trainer(ABC):
         if config.resume:
             self._resume()
         self._init_trackers()
-        started = time.perf_counter() - self.state.elapsed_s
-        window, tokens = _MetricWindow(), 0
-        progress = tqdm(
-            total=total, initial=self.state.step, desc=self.kind,
-            disable=not (config.progress and accelerator.is_main_process),
-        )
+        self.started = time.perf_counter() - self.state.elapsed_s
+        return total
+
+    def training_loop(self, total: int, progress: tqdm) -> "MetricWindow":
+        """Supervised steps over micro-batches with gradient accumulation until ``total`` optimizer steps."""
+        config, accelerator = self.config, self.accelerator
+        window, tokens = MetricWindow(), 0
         self.model.train()
         for micro_step, examples in self._micro_batches(self.state.micro_step):
             if self.state.step >= total:
@@ -262,30 +275,40 @@ class Trainer(ABC):
             sync = (micro_step + 1) % config.grad_accum == 0
             with contextlib.nullcontext() if sync else accelerator.no_sync(self.model):
                 loss, metrics = self.compute_loss(batch)
-                self._check_finite(loss, "loss")
+                self.check_finite(loss, "loss")
                 accelerator.backward(loss / config.grad_accum)
             window.add(loss, metrics)
             self.state.micro_step = micro_step + 1
             if not sync:
                 continue
             lr = self.scheduler.get_last_lr()[0]
-            grad_norm = self._optimizer_step()
-            self.state.step += 1
-            self.state.tokens += self._sum_over_ranks(tokens)
+            grad_norm = self.optimizer_step()
+            step_info = {"lr": lr} if grad_norm is None else {"lr": lr, "grad_norm": grad_norm}
+            self.complete_step(window, step_info, tokens, total, progress)
             tokens = 0
-            self.state.elapsed_s = time.perf_counter() - started
-            progress.update(1)
-            self._after_step(window, {"lr": lr} if grad_norm is None else {"lr": lr, "grad_norm": grad_norm}, total)
-        progress.close()
-        return self._finish(window, total)
+        return window
 
-    def _optimizer_step(self) -> float | None:
+    def complete_step(
+        self, window: "MetricWindow", step_info: dict[str, float], tokens: int, total: int, progress: tqdm
+    ) -> None:
+        """Count a finished optimizer step (``tokens`` trained on this rank), then log, evaluate and
+        checkpoint as configured."""
+        self.state.step += 1
+        self.state.tokens += self._sum_over_ranks(tokens)
+        self.state.elapsed_s = time.perf_counter() - self.started
+        progress.update(1)
+        self._after_step(window, step_info, total)
+
+    def optimizer_step(self, step_scheduler: bool = True) -> float | None:
+        """Clip gradients (NaN/inf stops the run), step the optimizer (and the LR schedule), zero the
+        gradients; returns the gradient norm before clipping, if clipping is on."""
         grad_norm = None
         if self.config.max_grad_norm > 0:
             grad_norm = self.accelerator.clip_grad_norm_(trainable_parameters(self.model), self.config.max_grad_norm)
-            self._check_finite(grad_norm, "gradient norm")
+            self.check_finite(grad_norm, "gradient norm")
         self.optimizer.step()
-        self.scheduler.step()
+        if step_scheduler:
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.on_optimizer_step()
         return None if grad_norm is None else float(grad_norm)
@@ -295,7 +318,7 @@ class Trainer(ABC):
             return count
         return int(self.accelerator.reduce(torch.tensor([count], device=self.accelerator.device), "sum").item())
 
-    def _after_step(self, window: "_MetricWindow", step_info: dict[str, float], total: int) -> None:
+    def _after_step(self, window: "MetricWindow", step_info: dict[str, float], total: int) -> None:
         step, config = self.state.step, self.config
         if step % config.log_every == 0 or step == total:
             self._log({"step": step, **window.flush(self.accelerator), **step_info})
@@ -304,7 +327,7 @@ class Trainer(ABC):
         if config.save_every and step % config.save_every == 0:
             self.save_checkpoint()
 
-    def _check_finite(self, value: torch.Tensor, what: str) -> None:
+    def check_finite(self, value: torch.Tensor, what: str) -> None:
         """Stop every rank with TrainingError when ``value`` is NaN/inf on any rank; checkpoints stay as they were."""
         finite = torch.isfinite(value.detach().float()).all().reshape(1).to(self.accelerator.device)
         if bool(self.accelerator.gather(finite).all()):
@@ -320,7 +343,7 @@ class Trainer(ABC):
     def evaluate(self) -> dict[str, float]:
         """Mean loss and metrics on the evaluation data (this rank's share, averaged over ranks)."""
         self.model.eval()
-        window = _MetricWindow()
+        window = MetricWindow()
         rank, world, size = self.accelerator.process_index, self.accelerator.num_processes, self.config.batch_size
         share = self.eval_examples[rank::world] or self.eval_examples[:1]
         for start in range(0, len(share), size):
@@ -359,7 +382,7 @@ class Trainer(ABC):
         if self.config.report_to != "none":
             self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
-    def _finish(self, window: "_MetricWindow", total: int) -> TrainResult:
+    def _finish(self, window: "MetricWindow", total: int) -> TrainResult:
         final = self.evaluate() if self.eval_examples else {}
         if final:
             self._log({"step": self.state.step, **final})
@@ -463,7 +486,7 @@ class Trainer(ABC):
             write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
-class _MetricWindow:
+class MetricWindow:
     """Running sums of the loss and metrics since the last log line (kept on device, no per-step sync)."""
 
     def __init__(self) -> None:

@@ -18,7 +18,7 @@ truncation, which keeps them on-policy.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
@@ -33,6 +33,9 @@ from ...generation.chat import pad_id, pad_left
 from ...models import reference_mode
 from ...objectives import Objective, scalarize
 
+Critic = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+"""``critic(hidden states (B, A, H)) -> {stream: values (B, A)}``: value heads read on the policy's states."""
+
 
 @dataclass
 class Experience:
@@ -44,7 +47,9 @@ class Experience:
     direction-corrected reward (B,); ``scalar_reward`` (B,) Σ w_i·normalized_i when the maker has a
     preference, else ``None``; ``costs`` raw score (B,) per cost objective; ``prompt_index`` (B,) which
     prompt of the call each rollout answers (rollouts of one prompt form an RLOO/GRPO group);
-    ``values`` per-token critic values (B, A) by stream name, filled by trainers that have a critic.
+    ``values`` per-token critic values (B, A) by stream name (see ``ExperienceMaker``'s ``critic``);
+    ``advantages`` (B, A) (or (B,) for sequence-level methods) and ``returns`` by stream, filled by the
+    trainer before its update.
     Plain data: ``prompts`` (B,) the prompt text of each rollout, ``responses`` (B,) the sampled
     :class:`~paretoalign.generation.Response` objects, ``generated_tokens`` how many tokens were sampled.
     """
@@ -60,6 +65,8 @@ class Experience:
     prompt_index: torch.Tensor
     scalar_reward: torch.Tensor | None = None
     values: dict[str, torch.Tensor] = field(default_factory=dict)
+    advantages: torch.Tensor | None = None
+    returns: dict[str, torch.Tensor] = field(default_factory=dict)
     prompts: list[str] = field(default_factory=list)
     responses: list[Response] = field(default_factory=list)
     generated_tokens: int = 0
@@ -161,10 +168,17 @@ def action_logprobs(
 
     Differentiable (trainers call it with gradients on); ``sequences`` follow the Experience layout.
     """
-    num_actions = action_mask.shape[1]
+    hidden = action_hidden_states(model, sequences, attention_mask, action_mask.shape[1])
+    return logprobs_from_hidden(model, hidden, sequences, action_mask)
+
+
+def logprobs_from_hidden(
+    model: torch.nn.Module, hidden: torch.Tensor, sequences: torch.Tensor, action_mask: torch.Tensor
+) -> torch.Tensor:
+    """The LM head on :func:`action_hidden_states` output: log-probs of the response tokens (B, A)."""
     _, head = causal_lm_parts(model)
-    logits = head(action_hidden_states(model, sequences, attention_mask, num_actions))
-    return token_logprobs(logits, sequences[:, -num_actions:]) * action_mask
+    num_actions = action_mask.shape[1]
+    return token_logprobs(head(hidden), sequences[:, -num_actions:]) * action_mask
 
 
 def rollout_batch(
@@ -212,6 +226,9 @@ class ExperienceMaker:
     ``preference`` (optional) scalarizes them into ``scalar_reward``; ``cost_objectives`` are scored raw
     into ``costs``. ``score_batch_size`` bounds the pairs per scorer call, ``forward_batch_size`` the
     rollouts per teacher-forced forward pass; ``system_prompt`` is the chat system message of the policy.
+    ``critic`` (optional) maps the policy's hidden states (B, A, H) to per-token values by stream name;
+    trainers whose value heads sit on the policy pass it so the old values come from the same forward
+    pass as the old log-probabilities (they land in ``Experience.values``).
     """
 
     def __init__(
@@ -225,6 +242,7 @@ class ExperienceMaker:
         score_batch_size: int = 64,
         forward_batch_size: int = 8,
         system_prompt: str | None = None,
+        critic: Critic | None = None,
     ) -> None:
         if not isinstance(policy, PeftModel):
             raise ConfigError("RL needs the policy as a LoRA adapter on the base model; attach one with attach_lora")
@@ -239,6 +257,7 @@ class ExperienceMaker:
         self.score_batch_size = score_batch_size
         self.forward_batch_size = forward_batch_size
         self.system_prompt = system_prompt
+        self.critic = critic
 
     def make(
         self, prompts: Sequence[str], generation_config: GenerationConfig, samples_per_prompt: int = 1
@@ -254,9 +273,9 @@ class ExperienceMaker:
         responses = generate(self.policy, self.tokenizer, rollout_prompts, config)
         prompt_ids = prompt_token_ids(self.tokenizer, rollout_prompts, self.system_prompt)
         sequences, attention_mask, action_mask = rollout_batch(prompt_ids, responses, pad_id(self.tokenizer))
-        old_logprobs = self.logprobs(sequences, attention_mask, action_mask)
+        old_logprobs, values = self.teacher_forced(sequences, attention_mask, action_mask, self.critic)
         with reference_mode(self.policy):
-            ref_logprobs = self.logprobs(sequences, attention_mask, action_mask)
+            ref_logprobs, _ = self.teacher_forced(sequences, attention_mask, action_mask)
         texts = [response.text for response in responses]
         raw = {o.name: checked_scores(o, rollout_prompts, texts, self.score_batch_size) for o in self.objectives}
         normalized = {o.name: o.normalize(raw[o.name]) for o in self.objectives}
@@ -272,30 +291,35 @@ class ExperienceMaker:
             costs=_as_tensors(costs),
             prompt_index=torch.tensor(prompt_index, dtype=torch.long),
             scalar_reward=None if self.preference is None else _as_tensor(scalarize(normalized, self.preference)),
+            values=values,
             prompts=rollout_prompts,
             responses=responses,
             generated_tokens=sum(len(response.token_ids) for response in responses),
         )
 
     @torch.inference_mode()
-    def logprobs(self, sequences: torch.Tensor, attention_mask: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
-        """:func:`action_logprobs` of the policy as it is now (adapters on or off), in eval mode, batched, on CPU."""
+    def teacher_forced(
+        self,
+        sequences: torch.Tensor,
+        attention_mask: torch.Tensor,
+        action_mask: torch.Tensor,
+        critic: Critic | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Log-probs (B, A) of the policy as it is now (adapters on or off) and ``critic``'s values, in
+        eval mode, ``forward_batch_size`` rollouts at a time, returned on CPU."""
         device = self.policy.device
         was_training = self.policy.training
         self.policy.eval()
+        logprobs, values = [], []
         try:
-            chunks = [
-                action_logprobs(
-                    self.policy,
-                    sequences[start:stop].to(device),
-                    attention_mask[start:stop].to(device),
-                    action_mask[start:stop].to(device),
-                ).cpu()
-                for start, stop in _spans(len(sequences), self.forward_batch_size)
-            ]
+            for start, stop in _spans(len(sequences), self.forward_batch_size):
+                rows = [t[start:stop].to(device) for t in (sequences, attention_mask, action_mask)]
+                hidden = action_hidden_states(self.policy, rows[0], rows[1], action_mask.shape[1])
+                logprobs.append(logprobs_from_hidden(self.policy, hidden, rows[0], rows[2]).cpu())
+                values.append({k: v.float().cpu() for k, v in critic(hidden).items()} if critic else {})
         finally:
             self.policy.train(was_training)
-        return torch.cat(chunks)
+        return torch.cat(logprobs), {name: torch.cat([chunk[name] for chunk in values]) for name in values[0]}
 
 
 def _spans(total: int, size: int) -> list[tuple[int, int]]:
