@@ -222,3 +222,25 @@ def test_bad_input_is_refused_in_one_line(peft, models, tokenizer):
     with pytest.raises(ConfigError) as info:
         MODPolicy(models, [tokenizer, other], OBJECTIVES)
     assert "\n" not in str(info.value)
+
+
+def test_train_for_demo_fuses_the_soups_adapters_and_reloads_them(tiny_model_dir, tmp_path):
+    from paretoalign.methods import mod
+    from paretoalign.methods.soups import COMPUTE_FILE, SoupsBudget, read_compute
+    from paretoalign.objectives import load_objectives
+
+    objectives = load_objectives("conciseness,simplicity")
+    budget = SoupsBudget(prompts=4, samples=3, max_new_tokens=8, epochs=1, batch_size=2, lr=1e-3, max_length=96)
+    policy = mod.train_for_demo(objectives, tmp_path, budget=budget, model=str(tiny_model_dir), progress=False)
+    compute = read_compute(tmp_path)
+    assert policy.name == "mod" and policy.objectives == ["conciseness", "simplicity"]
+    assert policy.training_cost == {key: compute[key] for key in mod.TRAINING_COST_KEYS}
+    assert policy.training_cost["trained_tokens"] > 0
+    written = (tmp_path / COMPUTE_FILE).stat().st_mtime_ns
+    again = mod.train_for_demo(objectives, tmp_path, model=str(tiny_model_dir), progress=False)
+    assert (tmp_path / COMPUTE_FILE).stat().st_mtime_ns == written  # reloaded, not retrained
+    config = GenerationConfig(max_new_tokens=5, seed=1)
+    preference = Preference.parse("conciseness=0.4,simplicity=0.6")
+    assert [r.token_ids for r in again.generate(PROMPTS, preference, config)] == [
+        r.token_ids for r in policy.generate(PROMPTS, preference, config)
+    ]
