@@ -136,7 +136,8 @@ def train_for_demo(
     progress: bool = True,
 ) -> MAVISPolicy:
     """Value models for ``objectives`` (with their normalization stats) on the default model, sized by
-    ``budget``; returns the MAVIS policy with ``training_cost``. A finished ``workdir`` is reloaded."""
+    ``budget``; returns the MAVIS policy with ``training_cost``. A ``workdir`` finished for the same
+    objectives, statistics and budget is reloaded instead of retrained."""
     from ...data import load_prompts
     from ...models import load_model
 
@@ -146,18 +147,18 @@ def train_for_demo(
     workdir = Path(workdir)
     reference_model, tokenizer = load_model(model)
     saved = workdir / RECIPE_FILE
-    names = [objective.name for objective in objectives]
-    if saved.is_file() and json.loads(saved.read_text(encoding="utf-8")).get("objectives") == names:
-        record = json.loads(saved.read_text(encoding="utf-8"))
-        folders, cost = {name: Path(path) for name, path in record["value_models"].items()}, TrainingCost(**record["cost"])
+    names, stats = [objective.name for objective in objectives], stats_to_dict(objectives)
+    record = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
+    if record.get("objectives") == names and record.get("stats") == stats and record.get("budget") == budget:
+        folders, cost = {name: workdir / path for name, path in record["value_models"].items()}, TrainingCost(**record["cost"])
     else:
         set_seed(seed)
-        prompts = [record.prompt for record in load_prompts("instructions", "train")][: recipe.prompts]
+        prompts = [prompt.prompt for prompt in load_prompts("instructions", "train")][: recipe.prompts]
         folders, cost = build_value_models(reference_model, tokenizer, objectives, prompts, workdir, recipe,
                                            model=model, seed=seed, progress=progress)
         write_json_atomic(saved, {
-            "objectives": names, "value_models": {name: str(path) for name, path in folders.items()},
-            "cost": asdict(cost), "budget": budget, "stats": stats_to_dict(objectives), "seed": seed,
+            "objectives": names, "stats": stats, "budget": budget, "seed": seed, "cost": asdict(cost),
+            "value_models": {name: str(path.relative_to(workdir)) for name, path in folders.items()},
             "recipe": asdict(recipe),
         })
     policy = MAVISPolicy(reference_model, tokenizer, folders, **asdict(recipe.guidance))
