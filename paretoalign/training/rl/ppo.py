@@ -15,6 +15,9 @@ the value loss (weighted by ``vf_coef``) also trains the shared LoRA, as in TRL'
 Rewards use each objective's normalization statistics; objectives that come without them get them
 fitted at the start on the reference model's responses to the first ``norm_prompts`` training prompts,
 and the statistics are stored in the run manifest (``normalization``).
+
+Rollouts, old and reference log-probs run under the same ``accelerator.autocast()`` as the update, so
+with ``--mixed-precision bf16`` the PPO ratio still starts at exactly 1.
 """
 
 from __future__ import annotations
@@ -251,7 +254,7 @@ class PPOTrainer(Trainer):
         elif missing:
             prompts = [example["prompt"] for example in self.train_examples[: self.config.norm_prompts]]
             policy = self.actor_critic.policy
-            with reference_mode(policy):
+            with reference_mode(policy), self.accelerator.autocast():
                 responses = generate(policy, self.tokenizer, prompts, self.generation_config(self.config.seed))
             fit_all(missing, prompts, [r.text for r in responses],
                     source=f"reference responses to {len(prompts)} train prompts")
@@ -279,7 +282,9 @@ class PPOTrainer(Trainer):
 
     def make_experience(self, prompts: Sequence[str]) -> Experience:
         """Rollouts of the current policy on ``prompts`` with advantages and returns filled in."""
-        experience = self.maker.make(prompts, self.generation_config(self.iteration_seed()), self.config.samples_per_prompt)
+        with self.accelerator.autocast():
+            experience = self.maker.make(prompts, self.generation_config(self.iteration_seed()),
+                                         self.config.samples_per_prompt)
         self.generated_tokens += self._sum_over_ranks(experience.generated_tokens)
         return self.add_advantages(experience)
 
@@ -378,7 +383,8 @@ class PPOTrainer(Trainer):
         """Rollout metrics on the evaluation prompts (fixed seed), averaged over ranks."""
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         prompts = [example["prompt"] for example in self.eval_examples[rank::world] or self.eval_examples[:1]]
-        experience = self.maker.make(prompts, self.generation_config(self.config.seed), 1)
+        with self.accelerator.autocast():
+            experience = self.maker.make(prompts, self.generation_config(self.config.seed), 1)
         window = MetricWindow()
         metrics = self.rollout_metrics(experience)
         window.add(metrics.pop("score"), metrics)
