@@ -15,7 +15,6 @@ from paretoalign.training.rl.high_confidence import (
     advantages,
     constrained_returns,
     cost_bound,
-    dual_step,
     group_normalized_advantages,
     kl_regularized_reward,
     pessimism_factor,
@@ -118,17 +117,6 @@ def test_constrained_return_is_reward_minus_lambda_surrogate():
     bound = CostBound(mean=1.0, std=2.0, k=0.5)
     expected = rewards - 2.0 * (costs + 0.5 * (costs**2 - 2 * costs * 1.0) / 4.0)
     torch.testing.assert_close(constrained_returns(rewards, costs, bound, lam=2.0), expected)
-
-
-def test_dual_step_matches_sgd_on_the_stated_loss_and_follows_the_violation():
-    bound = CostBound(mean=1.0, std=0.5, k=2.0)  # upper = 2.0
-    log_lambda = torch.tensor(math.log(0.5), requires_grad=True)
-    (-(bound.upper - 1.5) * log_lambda.exp()).backward()
-    expected = float(log_lambda.detach() - 0.1 * log_lambda.grad)
-    assert dual_step(math.log(0.5), bound, threshold=1.5, lr=0.1, lambda_max=10.0) == pytest.approx(expected)
-    assert dual_step(0.0, bound, threshold=1.5, lr=0.1, lambda_max=10.0) > 0.0  # violated: lambda rises
-    assert dual_step(0.0, bound, threshold=3.0, lr=0.1, lambda_max=10.0) < 0.0  # met: lambda falls
-    assert dual_step(math.log(4.9), bound, threshold=-100.0, lr=1.0, lambda_max=5.0) == pytest.approx(math.log(5.0))
 
 
 def test_safety_test_passes_when_the_upper_bound_is_below_the_threshold():

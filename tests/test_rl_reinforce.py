@@ -56,6 +56,8 @@ def test_violated_constraint_raises_lambda_and_the_model_is_not_promoted(tiny_mo
     lambdas = [line["lambda"] for line in metrics(run)]
     assert lambdas[0] == pytest.approx(1.0)
     assert all(later > earlier for earlier, later in zip(lambdas, lambdas[1:]))  # cost >= 0 > -1 every step
+    for line, following in zip(metrics(run), lambdas[1:]):  # SGD on log λ for -(μ̂ + kσ̂ - τ)·λ, lr 0.1
+        assert following == pytest.approx(line["lambda"] * math.exp(0.1 * (line["cost_bound"] + 1.0) * line["lambda"]))
     assert not result.safety.passed and result.safety.verdict == NO_SOLUTION
     assert result.model_dir == run / UNSAFE_MODEL and (run / UNSAFE_MODEL / ADAPTER).is_file()
     assert not (run / FINAL_MODEL).exists()
@@ -103,7 +105,7 @@ def test_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
     run_training("reinforce-lag", config(tiny_model_dir, resumed_run, max_steps=2, save_every=2), train_data=PROMPTS)
     checkpoint = torch.load(resumed_run / "checkpoints" / "checkpoint-00000002" / "trainer_extra.pt",
                             weights_only=True)
-    assert checkpoint["cost_window"].numel() == 12 and "log_lambda" in checkpoint
+    assert checkpoint["cost_window"].numel() == 12 and "log_lambda" in checkpoint["multiplier"]
     resumed = run_training("reinforce-lag", config(tiny_model_dir, resumed_run, max_steps=4, resume=True),
                            train_data=PROMPTS)
     for name, tensor in load_file(straight.model_dir / ADAPTER).items():

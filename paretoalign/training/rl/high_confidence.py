@@ -6,15 +6,16 @@ Pure functions on tensors, no model and no state:
   (GRPO-style) advantage;
 - the sequence-level KL-regularized reward r~ = clip(r - beta * sum_t log pi/pi_ref, +-50);
 - the pessimistic cost bound mu + k*sigma with the Student-t factor
-  k = C1 * t(1-delta, n-1)/sqrt(n) + C2 * t(1-delta, n_s-1)/sqrt(n_s), its dual step and the per-sample
-  surrogate cost c~ = c + k * (c^2 - 2 c mu)/(2 sigma) whose mean has the gradient of mu + k*sigma;
+  k = C1 * t(1-delta, n-1)/sqrt(n) + C2 * t(1-delta, n_s-1)/sqrt(n_s), and the per-sample surrogate cost
+  c~ = c + k * (c^2 - 2 c mu)/(2 sigma) whose mean has the gradient of mu + k*sigma;
 - the safety test on held-out costs: UCB = mean + t(1-delta, n-1) * std/sqrt(n), pass iff UCB <= tau.
 
 Conventions (stated once, used everywhere): the training bound uses the *population* std of the cost
 window (ddof=0), because that is the sigma whose gradient the surrogate cost reproduces exactly; the
-safety test uses the *sample* std (ddof=1), as the Student-t interval is defined with it. lambda is
-parametrised by log lambda and moved by SGD on -(mu + k*sigma - tau) * lambda, as Safe-RLHF does, then
-clamped to lambda <= lambda_max; lambda therefore stays > 0 and moves in proportion to itself.
+safety test uses the *sample* std (ddof=1), as the Student-t interval is defined with it. The dual step
+on -(mu + k*sigma - tau) * lambda is PPO-Lag's log-lambda SGD (``lagrangian.LagrangeMultiplier``) fed with
+the violation ``CostBound.upper - tau``; lambda stays > 0, is clamped at lambda_max and moves in
+proportion to itself.
 """
 
 from __future__ import annotations
@@ -127,16 +128,6 @@ def cost_bound(window: torch.Tensor, k: float) -> CostBound:
 def push_window(window: torch.Tensor, costs: torch.Tensor, size: int) -> torch.Tensor:
     """The newest ``size`` costs after appending ``costs`` to ``window`` (the sliding cost window)."""
     return torch.cat([window.to(costs), costs.detach()])[-size:]
-
-
-def dual_step(log_lambda: float, bound: CostBound, threshold: float, lr: float, lambda_max: float) -> float:
-    """One SGD step on log lambda for the loss -(mu + k*sigma - tau) * lambda, clamped to lambda <= lambda_max.
-
-    The gradient of that loss w.r.t. log lambda is -(violation) * lambda, so lambda grows while the bound
-    exceeds the threshold and shrinks once it is met.
-    """
-    violation = bound.upper - threshold
-    return min(log_lambda + lr * violation * math.exp(log_lambda), math.log(lambda_max))
 
 
 def surrogate_cost(costs: torch.Tensor, bound: CostBound) -> torch.Tensor:

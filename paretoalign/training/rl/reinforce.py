@@ -11,7 +11,8 @@ and the cost objective, log-probs under π and π_ref). Then, per rollout (METHO
 - return G = r~ - λ·c~ with the surrogate cost c~ = c + k·(c² - 2cμ̂)/(2σ̂), advantage A = G minus the
   RLOO leave-one-out baseline (or group-normalized, or none);
 - loss -(1/B)·Σ_b A_b·Σ_t log π(a_t), gradients of all rollouts summed into one optimizer step;
-- dual step on log λ for -(μ̂ + k·σ̂ - τ)·λ (λ <= λ_max): λ rises while the bound exceeds τ.
+- dual step on log λ for -(μ̂ + k·σ̂ - τ)·λ (λ <= λ_max) with PPO-Lag's
+  :class:`~paretoalign.training.rl.lagrangian.LagrangeMultiplier`: λ rises while the bound exceeds τ.
 
 Safety test. ``safety_prompts`` prompts are held out of training (a seeded draw from the training
 prompts). At the end the final policy answers each once (rollout temperature, fixed seed) and
@@ -24,7 +25,6 @@ The test's numbers are in the manifest (``safety_test``) and on the returned :cl
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,12 +48,12 @@ from .high_confidence import (
     advantages,
     constrained_returns,
     cost_bound,
-    dual_step,
     kl_regularized_reward,
     pessimism_factor,
     push_window,
     safety_test,
 )
+from .lagrangian import LagrangeMultiplier
 from .ppo import PPOConfig, PPOTrainer
 
 UNSAFE_MODEL = "model-unsafe"
@@ -73,7 +73,7 @@ class ReinforceLagConfig(PPOConfig):
     baseline: str = field(default="rloo", metadata={"help": f"advantage baseline: {', '.join(BASELINES)}"})
     cost_objective: str | None = field(default=None, metadata={"help": "objective spec scored raw as the cost"})
     threshold: float | None = field(default=None, metadata={"help": "τ: the constraint is cost <= threshold"})
-    delta: float = field(default=0.1, metadata={"help": "δ: allowed probability that the safety test is wrong"})
+    delta: float = field(default=0.1, metadata={"help": "δ: chance that a passing model still has mean cost > τ"})
     c1: float = field(default=1.0, metadata={"help": "C1: weight of the cost window's t-term in k"})
     c2: float = field(default=2.0, metadata={"help": "C2: weight of the safety set's t-term in k (2: Seldonian)"})
     cost_window: int = field(default=128, metadata={"help": "n: recent costs behind μ̂ and σ̂"})
@@ -87,7 +87,8 @@ class ReinforceLagConfig(PPOConfig):
         if self.cost_objective is None:
             raise ConfigError("reinforce-lag needs --cost-objective, e.g. --cost-objective length_cost")
         if self.threshold is None:
-            raise ConfigError("reinforce-lag needs --threshold for the constraint cost <= threshold, e.g. --threshold 0")
+            raise ConfigError("reinforce-lag needs --threshold for the constraint cost <= threshold, "
+                              "e.g. --threshold 0")
         if self.baseline not in BASELINES:
             raise ConfigError(f"baseline {self.baseline!r} is not one of {', '.join(BASELINES)}")
         if self.baseline != "none" and self.samples_per_prompt < 2:
@@ -99,7 +100,8 @@ class ReinforceLagConfig(PPOConfig):
             if getattr(self, name) < 2:
                 raise ConfigError(f"{name} must be >= 2 for a Student-t bound, got {getattr(self, name)}")
         if self.batch_size * self.samples_per_prompt < 2:
-            raise ConfigError("a step needs at least 2 rollouts for a cost std; raise --batch-size or --samples-per-prompt")
+            raise ConfigError("a step needs at least 2 rollouts for a cost std; "
+                              "raise --batch-size or --samples-per-prompt")
         if min(self.c1, self.c2, self.lambda_lr) < 0:
             raise ConfigError(f"c1, c2 and lambda_lr must be >= 0, got {self.c1}, {self.c2}, {self.lambda_lr}")
         if not 0.0 < self.lambda_init <= self.lambda_max:
@@ -113,7 +115,9 @@ class HCTrainResult(TrainResult):
     safety: SafetyTestResult | None = None
 
 
-def hold_out(examples: list[dict[str, Any]], count: int, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def hold_out(
+    examples: list[dict[str, Any]], count: int, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(held out, kept)``: ``count`` examples drawn with ``seed``, and the rest in their original order."""
     if count >= len(examples):
         raise ConfigError(f"--safety-prompts {count} leaves no training prompts (have {len(examples)}); "
@@ -143,7 +147,7 @@ class ReinforceLagTrainer(PPOTrainer):
         self.cost = cost_objective if cost_objective is not None else get_objective(config.cost_objective)
         super().__init__(config, train_data, eval_data, model=model, tokenizer=tokenizer, objectives=objectives)
         self.safety_examples, self.train_examples = hold_out(self.train_examples, config.safety_prompts, config.seed)
-        self.log_lambda = math.log(config.lambda_init)
+        self.multiplier = LagrangeMultiplier(config.lambda_init, config.lambda_lr, config.lambda_max)
         self.costs_seen = torch.zeros(0, dtype=torch.float64)
         self.bound: CostBound | None = None
         self.safety: SafetyTestResult | None = None
@@ -154,7 +158,7 @@ class ReinforceLagTrainer(PPOTrainer):
     @property
     def lam(self) -> float:
         """The current Lagrange multiplier λ."""
-        return math.exp(self.log_lambda)
+        return self.multiplier.value
 
     # ------------------------------------------------------------ one iteration
 
@@ -210,7 +214,7 @@ class ReinforceLagTrainer(PPOTrainer):
         bound, config = self.bound, self.config
         logged = {"lambda": self.lam, "cost_mean": bound.mean, "cost_std": bound.std, "k": bound.k,
                   "cost_bound": bound.upper, "cost_window_size": len(self.costs_seen)}
-        self.log_lambda = dual_step(self.log_lambda, bound, config.threshold, config.lambda_lr, config.lambda_max)
+        self.multiplier.update(bound.upper - config.threshold, self.state.step)
         return {**super().after_iteration(experience, rollout), **logged}
 
     # ------------------------------------------------------------ the safety test
@@ -248,11 +252,11 @@ class ReinforceLagTrainer(PPOTrainer):
     # ------------------------------------------------------------ state and outputs
 
     def extra_state(self) -> dict[str, Any]:
-        return {**super().extra_state(), "log_lambda": self.log_lambda, "cost_window": self.costs_seen}
+        return {**super().extra_state(), "multiplier": self.multiplier.state_dict(), "cost_window": self.costs_seen}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)
-        self.log_lambda = float(state["log_lambda"])
+        self.multiplier.load_state_dict(state["multiplier"])
         self.costs_seen = state["cost_window"].double()
 
     def manifest_fields(self) -> dict[str, Any]:
