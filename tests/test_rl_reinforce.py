@@ -116,7 +116,8 @@ def test_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (dict(threshold=None), "needs --threshold"),
+    (dict(threshold=None), "needs a finite --threshold"),
+    (dict(threshold=float("nan")), "needs a finite --threshold"),
     (dict(cost_objective=None), "needs --cost-objective"),
     (dict(samples_per_prompt=1), "--samples-per-prompt 2 or more"),
     (dict(baseline="ppo"), "not one of rloo, grpo, none"),
@@ -153,4 +154,4 @@ def test_hold_out_is_seeded_and_disjoint():
 def test_cli_reports_a_missing_threshold_as_one_line(capsys):
     assert cli_main(["reinforce-lag", "--cost-objective", "length_cost"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "needs --threshold" in err and len(err.splitlines()) == 1
+    assert "needs a finite --threshold" in err and len(err.splitlines()) == 1

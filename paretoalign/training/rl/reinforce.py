@@ -25,6 +25,7 @@ The test's numbers are in the manifest (``safety_test``) and on the returned :cl
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -86,8 +87,8 @@ class ReinforceLagConfig(PPOConfig):
         super().__post_init__()
         if self.cost_objective is None:
             raise ConfigError("reinforce-lag needs --cost-objective, e.g. --cost-objective length_cost")
-        if self.threshold is None:
-            raise ConfigError("reinforce-lag needs --threshold for the constraint cost <= threshold, "
+        if self.threshold is None or not math.isfinite(self.threshold):
+            raise ConfigError("reinforce-lag needs a finite --threshold for the constraint cost <= threshold, "
                               "e.g. --threshold 0")
         if self.baseline not in BASELINES:
             raise ConfigError(f"baseline {self.baseline!r} is not one of {', '.join(BASELINES)}")
