@@ -6,7 +6,7 @@
 """
 
 from .conditioning import ENCODINGS, POSITIONS, Conditioning, NumericEncoding, TargetEncoding
-from .policy import AdaptersDisabled, RiCPolicy
+from .policy import RiCPolicy
 from .recipe import (
     BUDGETS,
     RiCConfig,
@@ -31,7 +31,6 @@ __all__ = [
     "ENCODINGS",
     "MAPPINGS",
     "POSITIONS",
-    "AdaptersDisabled",
     "Conditioning",
     "NumericEncoding",
     "RiCConfig",

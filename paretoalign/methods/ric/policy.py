@@ -5,34 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
 from ...core.errors import ConfigError
 from ...core.preference import Preference
 from ...generation import GenerationConfig, Response, generate
-from ...models import reference_mode
+from ..soups import AdapterFreeModel
 from .conditioning import Conditioning
 from .targets import TargetRange, check_mapping, clip_targets, preference_to_targets
 
 TARGETS = "targets"
 """``Response.meta`` key: the reward targets the response was conditioned on."""
-
-
-class AdaptersDisabled(torch.nn.Module):
-    """A PEFT model seen as its base: every forward runs with the adapters off, so π_ref needs no second copy."""
-
-    def __init__(self, peft_model: torch.nn.Module) -> None:
-        super().__init__()
-        self.peft_model = peft_model
-        self.train(peft_model.training)
-
-    @property
-    def device(self) -> torch.device:
-        return self.peft_model.device
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with reference_mode(self.peft_model):
-            return self.peft_model(*args, **kwargs)
 
 
 class RiCPolicy:
@@ -97,4 +78,4 @@ class RiCPolicy:
 
     def reference(self) -> tuple[Any, Any]:
         """The base model with the adapter switched off, and the tokenizer."""
-        return AdaptersDisabled(self.model), self.tokenizer
+        return AdapterFreeModel(self.model), self.tokenizer

@@ -107,7 +107,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "online_iterations": 0,
     },
     "full": {
-        "config": dict(max_prompts=0, samples_per_prompt=3, max_new_tokens=64, lora_r=32, lora_alpha=64, lr=5e-4,
+        "config": dict(max_prompts=0, samples_per_prompt=3, max_new_tokens=96, lora_r=32, lora_alpha=64, lr=5e-4,
                        steps=300, batch_size=8, max_length=256, save_every=50, online_samples=192, online_steps=100),
         "online_iterations": 1,
     },
@@ -171,7 +171,8 @@ def responses_of(record: Any) -> list[tuple[str, str]]:
 def steered_messages(prompts: Sequence[str], objectives: Sequence[Objective], samples: int) -> list[str]:
     """``samples`` user messages per prompt, cycling through the plain prompt and one objective's instruction."""
     texts = [""] + [steering_text(Preference.parse({o.name: 1.0})) for o in objectives if o.name in INSTRUCTIONS]
-    return [f"{prompt}\n\n{texts[j % len(texts)]}".rstrip() for prompt in prompts for j in range(samples)]
+    chosen = [(prompt, texts[j % len(texts)]) for prompt in prompts for j in range(samples)]
+    return [f"{prompt}\n\n{text}" if text else prompt for prompt, text in chosen]
 
 
 def sample_base_responses(
