@@ -59,6 +59,27 @@ def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in vars(args).items() if key in names}
 
 
+def add_command(commands, command: str) -> None:
+    """The sub-parser of one stage: its own arguments, then the settings its stages read."""
+    sub = commands.add_parser(command, help=STAGE_HELP[command], description=STAGE_HELP[command])
+    if command in ("prepare", "run"):
+        sub.add_argument("--objectives", required=True, help="comma-separated objectives, e.g. simplicity,relevance")
+        sub.add_argument("--out", required=True, help="run directory to create")
+        sub.add_argument("--budget", choices=list(BUDGETS), default=None, help="CPU-sized preset of every setting")
+        sub.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    else:
+        sub.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by 'ric prepare'")
+    if command == "train":
+        sub.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+        sub.add_argument("--retrain", action="store_true", help="train the offline stage again from scratch")
+    if command == "online":
+        sub.add_argument("--iterations", type=int, required=True, help="online iterations the run has in the end")
+        sub.add_argument("--resume", action="store_true", help="continue an interrupted iteration's training")
+    if command == "run":
+        sub.add_argument("--iterations", type=int, default=None, help="online iterations (default: the budget's, or 0)")
+    add_stage_flags(sub, command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paretoalign ric",
@@ -67,24 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget quick'; stage by stage: prepare, train, online. 'COMMAND --help' lists each stage's settings.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in ("prepare", "train", "online", "run"):
-        sub = commands.add_parser(command, help=STAGE_HELP[command], description=STAGE_HELP[command])
-        if command in ("prepare", "run"):
-            sub.add_argument("--objectives", required=True, help="comma-separated objectives, e.g. simplicity,informativeness")
-            sub.add_argument("--out", required=True, help="run directory to create")
-            sub.add_argument("--budget", choices=list(BUDGETS), default=None, help="CPU-sized preset of every setting")
-            sub.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
-        else:
-            sub.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by 'ric prepare'")
-        if command == "train":
-            sub.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-            sub.add_argument("--retrain", action="store_true", help="train the offline stage again from scratch")
-        if command == "online":
-            sub.add_argument("--iterations", type=int, required=True, help="online iterations the run should have in total")
-            sub.add_argument("--resume", action="store_true", help="continue an interrupted iteration from its checkpoint")
-        if command == "run":
-            sub.add_argument("--iterations", type=int, default=None, help="online iterations (default: the budget's, else 0)")
-        add_stage_flags(sub, command)
+    for command in STAGE_HELP:
+        add_command(commands, command)
     return parser
 
 
@@ -104,8 +109,8 @@ def _describe_range(run) -> str:
 
 def _describe_compute(run) -> str:
     compute = run.manifest["compute"]
-    return (f"compute so far: {compute['generated_tokens']} generated tokens, {compute['trained_tokens']} trained tokens, "
-            f"{compute['wall_time_s']:.0f} s")
+    return (f"compute so far: {compute['generated_tokens']} generated tokens, "
+            f"{compute['trained_tokens']} trained tokens, {compute['wall_time_s']:.0f} s")
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -126,7 +131,9 @@ def _open_ric(path: str):
 
     run = RunDirectory.open(path)
     if run.manifest.get("method") != "ric":
-        raise ConfigError(f"{path} is a {run.manifest.get('method')!r} run, not a RiC run; make one with 'paretoalign ric prepare'")
+        raise ConfigError(
+            f"{path} is a {run.manifest.get('method')!r} run, not a RiC run; make one with 'paretoalign ric prepare'"
+        )
     return run
 
 

@@ -44,7 +44,9 @@ class NumericEncoding:
         """The targets written by :meth:`encode` (DataError when ``text`` is not in that form)."""
         pairs = self._PAIR.findall(text)
         if not pairs or " ".join(f"<{name}> {value}" for name, value in pairs) != text.strip():
-            raise DataError(f"{text!r} is not RiC numeric targets; expected text like '<simplicity> 0.5 <friendliness> -1.2'")
+            raise DataError(
+                f"{text!r} is not RiC numeric targets; expected text like '<simplicity> 0.5 <friendliness> -1.2'"
+            )
         return {name: float(value) for name, value in pairs}
 
 

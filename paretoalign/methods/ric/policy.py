@@ -51,7 +51,9 @@ class RiCPolicy:
         """The reward targets that stand for ``preference`` (the one mapping used everywhere)."""
         return preference_to_targets(preference, self.target_range, self.mapping)
 
-    def generate(self, prompts: Sequence[str], preference: Preference | None, config: GenerationConfig) -> list[Response]:
+    def generate(
+        self, prompts: Sequence[str], preference: Preference | None, config: GenerationConfig
+    ) -> list[Response]:
         """Answer every prompt at the targets of ``preference``."""
         if preference is None:
             raise ConfigError(f"RiC needs a preference over {', '.join(self.objectives)} to choose its targets")

@@ -47,35 +47,45 @@ OFFLINE_DATA = "data/offline.jsonl"
 REWARDS = "rewards"
 ORIGIN = "origin"
 GENERATION_BATCH = 16
+COMPUTE_KEYS = ("generated_tokens", "trained_tokens", "wall_time_s")
+
+
+def setting(default: Any, stage: str, text: str) -> Any:
+    """A RiCConfig field: its default, the stage (sub-command) that reads it, and its ``--help`` text."""
+    metadata = {"stage": stage, "help": text}
+    if isinstance(default, list):
+        return field(default_factory=list, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class RiCConfig:
     """Every setting of the recipe; ``stage`` in a field's metadata says which sub-command reads it."""
 
-    model: str | None = field(default=None, metadata={"stage": "prepare", "help": "base model: hub id, folder or .gguf (default: the embedded model)"})
-    dataset: list[str] = field(default_factory=list, metadata={"stage": "prepare", "help": "data: name[:proportion[:path]] or a file of pairs, responses or prompts (default: shipped instructions, train split)"})
-    max_prompts: int = field(default=0, metadata={"stage": "prepare", "help": "prompts of prompt-only data to sample (0 = all)"})
-    samples_per_prompt: int = field(default=3, metadata={"stage": "prepare", "help": "base-model samples per prompt-only record"})
-    max_new_tokens: int = field(default=64, metadata={"stage": "prepare", "help": "tokens per sampled response (prepare and online)"})
-    temperature: float = field(default=1.0, metadata={"stage": "prepare", "help": "sampling temperature (prepare and online)"})
-    encoding: str = field(default="numeric", metadata={"stage": "prepare", "help": "how targets are written: numeric"})
-    position: str = field(default="suffix", metadata={"stage": "prepare", "help": "where targets go in the user turn: suffix or prefix"})
-    mapping: str = field(default="ric", metadata={"stage": "prepare", "help": "preference -> targets rule: ric, l2 or linear"})
-    seed: int = field(default=0, metadata={"stage": "prepare", "help": "random seed"})
-    dtype: str = field(default="float32", metadata={"stage": "prepare", "help": "weight dtype of the model"})
-    lora_r: int = field(default=64, metadata={"stage": "train", "help": "LoRA rank"})
-    lora_alpha: int = field(default=128, metadata={"stage": "train", "help": "LoRA alpha"})
-    lr: float = field(default=1.4e-4, metadata={"stage": "train", "help": "peak learning rate"})
-    steps: int = field(default=1000, metadata={"stage": "train", "help": "offline SFT optimizer steps"})
-    batch_size: int = field(default=8, metadata={"stage": "train", "help": "examples per optimizer step"})
-    max_length: int = field(default=320, metadata={"stage": "train", "help": "tokens per prompt + response"})
-    save_every: int = field(default=50, metadata={"stage": "train", "help": "steps between checkpoints (for --resume)"})
-    online_samples: int = field(default=256, metadata={"stage": "online", "help": "responses generated per online iteration"})
-    online_steps: int = field(default=200, metadata={"stage": "online", "help": "SFT steps per online iteration"})
-    quantile: float = field(default=DEFAULT_QUANTILE, metadata={"stage": "online", "help": "MORS keeps samples with any reward at or above this quantile"})
-    device: str = field(default="auto", metadata={"stage": "all", "help": "cpu, cuda or auto"})
-    progress: bool = field(default=True, metadata={"stage": "all", "help": "show progress bars"})
+    model: str | None = setting(None, "prepare", "base model: hub id, folder or .gguf (default: the embedded model)")
+    dataset: list[str] = setting([], "prepare", "data: name[:proportion[:path]] or a file of pairs, responses or "
+                                 "prompts (default: the shipped instructions, train split)")
+    max_prompts: int = setting(0, "prepare", "prompts of prompt-only data to sample (0 = all)")
+    samples_per_prompt: int = setting(3, "prepare", "base-model samples per prompt-only record")
+    max_new_tokens: int = setting(64, "prepare", "tokens per sampled response (prepare and online)")
+    temperature: float = setting(1.0, "prepare", "sampling temperature (prepare and online)")
+    encoding: str = setting("numeric", "prepare", "how targets are written: numeric")
+    position: str = setting("suffix", "prepare", "where targets go in the user turn: suffix or prefix")
+    mapping: str = setting("ric", "prepare", "preference -> targets rule: ric, l2 or linear")
+    seed: int = setting(0, "prepare", "random seed")
+    dtype: str = setting("float32", "prepare", "weight dtype of the model")
+    lora_r: int = setting(64, "train", "LoRA rank")
+    lora_alpha: int = setting(128, "train", "LoRA alpha")
+    lr: float = setting(1.4e-4, "train", "peak learning rate")
+    steps: int = setting(1000, "train", "offline SFT optimizer steps")
+    batch_size: int = setting(8, "train", "examples per optimizer step")
+    max_length: int = setting(320, "train", "tokens per prompt + response")
+    save_every: int = setting(50, "train", "steps between checkpoints (for --resume)")
+    online_samples: int = setting(256, "online", "responses generated per online iteration")
+    online_steps: int = setting(200, "online", "SFT steps per online iteration")
+    quantile: float = setting(DEFAULT_QUANTILE, "online", "MORS keeps samples with a reward at or above this quantile")
+    device: str = setting("auto", "all", "cpu, cuda or auto")
+    progress: bool = setting(True, "all", "show progress bars")
 
     def __post_init__(self) -> None:
         check_mapping(self.mapping)
@@ -149,7 +159,7 @@ def record_stage(run: RunDirectory, name: str, entry: Mapping[str, Any]) -> None
         stages[name] = dict(entry)
     every = [stages[key] for key in stages if key != "online"] + stages.get("online", [])
     run.manifest["compute"] = {
-        key: sum(stage.get(key, 0) for stage in every) for key in ("generated_tokens", "trained_tokens", "wall_time_s")
+        key: sum(stage.get(key, 0) for stage in every) for key in COMPUTE_KEYS
     }
     run.save_manifest()
 
@@ -351,7 +361,7 @@ def policy_from(run: RunDirectory, model, tokenizer) -> RiCPolicy:
     compute = run.manifest.get("compute", {})
     return RiCPolicy(model, tokenizer, target_range(run), mapping=run.manifest["mapping"],
                      conditioning=Conditioning(**run.manifest["conditioning"]), name=METHOD,
-                     training_cost={key: compute.get(key, 0) for key in ("generated_tokens", "trained_tokens", "wall_time_s")})
+                     training_cost={key: compute.get(key, 0) for key in COMPUTE_KEYS})
 
 
 def load_policy(run_dir: str | Path, device: str | None = None) -> RiCPolicy:
@@ -405,7 +415,7 @@ def online_training_data(run: RunDirectory, iteration: int, quantile: float) -> 
     original = read_jsonl(run.path / OFFLINE_DATA, ScoredResponse)
     keep = mors_mask(rewards_of(original, run.manifest["objectives"]), quantile)
     kept = [record for record, k in zip(original, keep) if k]
-    online = [record for i in range(1, iteration + 1) for record in read_jsonl(online_dataset_path(run, i), ScoredResponse)]
+    online = [row for i in range(1, iteration + 1) for row in read_jsonl(online_dataset_path(run, i), ScoredResponse)]
     return kept + online, len(kept)
 
 
@@ -459,7 +469,12 @@ def finished_run(workdir: Path, objectives: Sequence[Objective], config: RiCConf
     return (manifest.get("method") == METHOD and manifest.get("finished", False)
             and manifest.get("objectives") == [o.name for o in objectives]
             and manifest.get("normalization") == stats_to_dict(objectives)
-            and manifest.get("config") == asdict(config))
+            and settings(manifest.get("config", {})) == settings(asdict(config)))
+
+
+def settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config fields that change what is trained (not where or how verbosely it runs)."""
+    return {key: value for key, value in config.items() if key not in ("device", "progress")}
 
 
 def train_for_demo(
