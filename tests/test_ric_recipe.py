@@ -237,6 +237,19 @@ def test_cli_stages_and_resume(tiny_model_dir, prompts_file, tmp_path, capsys):
     assert "online iteration 1: kept" in capsys.readouterr().out
 
 
+def test_cli_run_does_every_stage_in_one_process(tiny_model_dir, prompts_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli(["ric", "run", "--objectives", "simplicity,informativeness", "--out", str(out), "--model",
+                str(tiny_model_dir), "--dataset", str(prompts_file), "--samples-per-prompt", "2", "--max-new-tokens", "8",
+                "--steps", "2", "--batch-size", "4", "--lora-r", "4", "--online-samples", "4", "--online-steps", "1",
+                "--iterations", "1", "--no-progress", "--device", "cpu"]) == 0
+    assert "RiC run finished" in capsys.readouterr().out
+    manifest = RunDirectory.open(out).manifest
+    assert manifest["finished"] and [s["steps"] for s in manifest["stages"]["online"]] == [1]
+    assert manifest["artifacts"]["adapter"]["path"] == "online-1/model"
+    assert load_policy(out, device="cpu").generate(PROMPTS[:2], Preference.parse("simplicity=1"), GENERATION)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["prepare", "--objectives", "simplicity,nope", "--out", "{tmp}/run"], "unknown objective 'nope'"),
     (["prepare", "--objectives", "simplicity", "--out", "{tmp}/run", "--mapping", "cubic"], "mapping 'cubic' is unknown"),
