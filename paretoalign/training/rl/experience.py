@@ -18,6 +18,7 @@ truncation, which keeps them on-policy.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 
@@ -258,6 +259,8 @@ class ExperienceMaker:
         self.forward_batch_size = forward_batch_size
         self.system_prompt = system_prompt
         self.critic = critic
+        self.last_timings: dict[str, float] = {}
+        """Seconds of each phase of the last ``make``: generation, scoring, policy_logprobs, reference_logprobs."""
 
     def make(
         self, prompts: Sequence[str], generation_config: GenerationConfig, samples_per_prompt: int = 1
@@ -270,16 +273,22 @@ class ExperienceMaker:
         prompt_index = [i for i in range(len(prompts)) for _ in range(samples_per_prompt)]
         rollout_prompts = [prompts[i] for i in prompt_index]
         config = replace(generation_config, system_prompt=self.system_prompt)
+        clock = _PhaseClock()
         responses = generate(self.policy, self.tokenizer, rollout_prompts, config)
-        prompt_ids = prompt_token_ids(self.tokenizer, rollout_prompts, self.system_prompt)
-        sequences, attention_mask, action_mask = rollout_batch(prompt_ids, responses, pad_id(self.tokenizer))
-        old_logprobs, values = self.teacher_forced(sequences, attention_mask, action_mask, self.critic)
-        with reference_mode(self.policy):
-            ref_logprobs, _ = self.teacher_forced(sequences, attention_mask, action_mask)
+        clock.lap("generation")
         texts = [response.text for response in responses]
         raw = {o.name: checked_scores(o, rollout_prompts, texts, self.score_batch_size) for o in self.objectives}
         normalized = {o.name: o.normalize(raw[o.name]) for o in self.objectives}
         costs = {o.name: checked_scores(o, rollout_prompts, texts, self.score_batch_size) for o in self.cost_objectives}
+        clock.lap("scoring")
+        prompt_ids = prompt_token_ids(self.tokenizer, rollout_prompts, self.system_prompt)
+        sequences, attention_mask, action_mask = rollout_batch(prompt_ids, responses, pad_id(self.tokenizer))
+        old_logprobs, values = self.teacher_forced(sequences, attention_mask, action_mask, self.critic)
+        clock.lap("policy_logprobs")
+        with reference_mode(self.policy):
+            ref_logprobs, _ = self.teacher_forced(sequences, attention_mask, action_mask)
+        clock.lap("reference_logprobs")
+        self.last_timings = clock.seconds
         return Experience(
             sequences=sequences,
             attention_mask=attention_mask,
@@ -320,6 +329,19 @@ class ExperienceMaker:
         finally:
             self.policy.train(was_training)
         return torch.cat(logprobs), {name: torch.cat([chunk[name] for chunk in values]) for name in values[0]}
+
+
+class _PhaseClock:
+    """Seconds spent in consecutive named phases."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = now - self.last
+        self.last = now
 
 
 def _spans(total: int, size: int) -> list[tuple[int, int]]:

@@ -23,6 +23,7 @@ with ``--mixed-precision bf16`` the PPO ratio still starts at exactly 1.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -368,12 +369,14 @@ class PPOTrainer(Trainer):
             if self.state.step >= total:
                 break
             experience = self.make_experience([example["prompt"] for example in examples])
-            lr = self.scheduler.get_last_lr()[0]
+            lr, started = self.scheduler.get_last_lr()[0], time.perf_counter()
             loss, metrics, tokens = self.optimize(experience)
             self.scheduler.step()
+            timings = {**self.maker.last_timings, "optimization": time.perf_counter() - started}
             rollout = self.rollout_metrics(experience)
             window.add(loss, {**rollout, **metrics})
-            step_info = {"lr": lr, **self.after_iteration(experience, rollout), "generated_tokens": self.generated_tokens}
+            step_info = {"lr": lr, **self.after_iteration(experience, rollout), "generated_tokens": self.generated_tokens,
+                         **{f"seconds/{phase}": round(value, 3) for phase, value in timings.items()}}
             self.state.micro_step = micro_step + 1
             self.complete_step(window, step_info, tokens, total, progress)
         return window
