@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from peft.tuners.lora import LoraLayer
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from tiny import make_tokenizer
@@ -123,8 +124,13 @@ def test_fused_logprobs_match_a_slow_recompute(kind, divergence, request, tokeni
 
 def test_batched_adapter_forward_equals_separate_adapter_forwards(peft, tokenizer):
     batch = encode_prompts(tokenizer, PROMPTS)
+    lora_layers = [module for module in peft.modules() if isinstance(module, LoraLayer)]
     with torch.inference_mode():
         stacked = AdapterRowsScorer(peft, OBJECTIVES).start(batch["input_ids"], batch["attention_mask"])
+        with AdapterRowsScorer(peft, OBJECTIVES) as routed:  # hooks set once for the decode
+            assert all(layer._forward_pre_hooks for layer in lora_layers)
+            torch.testing.assert_close(routed.start(batch["input_ids"], batch["attention_mask"]), stacked)
+        assert not any(layer._forward_pre_hooks for layer in lora_layers)
         separate = []
         for name in OBJECTIVES:
             set_active_adapter(peft, name)

@@ -15,6 +15,7 @@ it is greedy decoding.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -180,7 +181,8 @@ def generate_with_scorer(
     length_penalty: float = 1.0,
     rendered: bool = False,
 ) -> list[Response]:
-    """One response per prompt from a fresh ``make_scorer()`` per batch, batched like ``generate``.
+    """One response per prompt from a fresh ``make_scorer()`` per batch, batched like ``generate``; a scorer
+    that is a context manager is entered for its batch's decode (set-up and clean-up once per batch).
 
     ``beams == 1``: greedy or seeded sampling with ``TokenSampler`` (the same seeds as ``generate``);
     ``beams > 1``: beam search, the best candidate (deterministic, so its ``logprobs`` are 0 like greedy
@@ -202,18 +204,20 @@ def generate_with_scorer(
         for batch in tqdm(batches, desc="generating", unit="batch", disable=not config.progress):
             input_ids, attention_mask = pad_left([prompt_ids[i] for i in batch], pad_id(tokenizer))
             padded = (input_ids.to(device), attention_mask.to(device))
-            if beams == 1:
-                sampler = TokenSampler(config, [seeds[i] for i in batch], device, eos_ids)
-                decoded = decode_loop(make_scorer(), sampler, *padded, max_new_tokens=config.max_new_tokens,
-                                      eos_ids=eos_ids, is_stopped=stops)
-                for index, result in zip(batch, decoded):
-                    responses[index] = _to_response(prompts[index], result, tokenizer, stops)
-            else:
-                found = beam_search(make_scorer(), *padded, beams=beams, max_new_tokens=config.max_new_tokens,
-                                    eos_ids=eos_ids, length_penalty=length_penalty,
-                                    min_new_tokens=config.min_new_tokens)
-                for index, (best,) in zip(batch, found):
-                    responses[index] = _beam_response(prompts[index], best, tokenizer)
+            scorer = make_scorer()
+            with scorer if isinstance(scorer, contextlib.AbstractContextManager) else contextlib.nullcontext():
+                if beams == 1:
+                    sampler = TokenSampler(config, [seeds[i] for i in batch], device, eos_ids)
+                    decoded = decode_loop(scorer, sampler, *padded, max_new_tokens=config.max_new_tokens,
+                                          eos_ids=eos_ids, is_stopped=stops)
+                    for index, result in zip(batch, decoded):
+                        responses[index] = _to_response(prompts[index], result, tokenizer, stops)
+                else:
+                    found = beam_search(scorer, *padded, beams=beams, max_new_tokens=config.max_new_tokens,
+                                        eos_ids=eos_ids, length_penalty=length_penalty,
+                                        min_new_tokens=config.min_new_tokens)
+                    for index, (best,) in zip(batch, found):
+                        responses[index] = _beam_response(prompts[index], best, tokenizer)
     return responses
 
 
