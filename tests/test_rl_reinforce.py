@@ -155,3 +155,16 @@ def test_cli_reports_a_missing_threshold_as_one_line(capsys):
     assert cli_main(["reinforce-lag", "--cost-objective", "length_cost"]) == 2
     err = capsys.readouterr().err.strip()
     assert "needs a finite --threshold" in err and len(err.splitlines()) == 1
+
+
+def test_cli_prints_the_safety_verdict(tiny_model_dir, tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(row) + "\n" for row in PROMPTS))
+    code = cli_main(["reinforce-lag", "--model", str(tiny_model_dir), "--dataset", str(prompts),
+                     "--objectives", "conciseness", "--cost-objective", "length_cost?budget=2", "--threshold", "-1",
+                     "--samples-per-prompt", "2", "--batch-size", "2", "--max-new-tokens", "4", "--max-steps", "1",
+                     "--safety-prompts", "4", "--norm-prompts", "4", "--output-dir", str(tmp_path / "run"),
+                     "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "no solution found" in out.splitlines()[-1] and "UCB" in out

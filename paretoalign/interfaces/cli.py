@@ -200,6 +200,9 @@ def run_training_command(kind: str, argv: Sequence[str]) -> int:
 
     result = run_training(kind, list(argv))
     print(f"trained {result.steps} steps; model in {result.model_dir}")
+    safety = getattr(result, "safety", None)
+    if safety is not None:
+        print(safety.message)
     return 0
 
 

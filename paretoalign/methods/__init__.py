@@ -44,6 +44,7 @@ TRAINED_METHODS: dict[str, str] = {
     "morlhf": "paretoalign.methods.morlhf",
     "mod": "paretoalign.methods.mod",
     "mavis": "paretoalign.methods.mavis",
+    "hc_rlhf": "paretoalign.methods.hc_rlhf",
 }
 """Methods trained (or whose artifacts are trained) for the sweep: ``name -> module with train_for_demo``."""
 
