@@ -19,6 +19,10 @@ from ..core.runtime import set_seed
 
 DEFAULT_OBJECTIVES = "simplicity,informativeness"
 
+SHARED_ARTIFACTS = {"soups": "objective_policies", "mod": "objective_policies"}
+"""Trained methods that share artifacts: Rewarded Soups and MOD use the same per-objective policies
+(trained once per sweep; each method still reports their cost as its own build cost)."""
+
 
 @dataclass(frozen=True)
 class DemoPreset:
@@ -142,8 +146,9 @@ def _policy(name: str, model, tokenizer, objectives, plan: SweepPlan, run: RunDi
 
     if not is_trained(name):
         return build_policy(name, model, tokenizer, objectives, best_of_n=plan.preset.best_of_n)
-    previous = Path(plan.artifacts_from) / "methods" / name if plan.artifacts_from else None
-    workdir = previous if previous is not None and previous.is_dir() else run.path / "methods" / name
+    folder = f"methods/{SHARED_ARTIFACTS.get(name, name)}"
+    previous = Path(plan.artifacts_from) / folder if plan.artifacts_from else None
+    workdir = previous if previous is not None and previous.is_dir() else run.path / folder
     policy = train_policy(name, objectives, workdir, budget=plan.preset.budget, model=plan.model,
                           seed=plan.seed, progress=progress)
     run.add_artifact(f"methods/{name}", str(workdir), kind="method", training_cost=policy.training_cost)
