@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ...core.errors import ConfigError
 from ...core.preference import Preference
 from ...core.rundir import RunDirectory, is_run_dir
+from ...core.runtime import choose_device, choose_dtype
 from ...data import PreferencePair, PromptRecord, SafetyPair, ScoredResponse, load_mixture, read_jsonl, write_jsonl
 from ...generation import GenerationConfig, generate
 from ...models import load_adapter, load_model
@@ -48,6 +50,7 @@ REWARDS = "rewards"
 ORIGIN = "origin"
 GENERATION_BATCH = 16
 COMPUTE_KEYS = ("generated_tokens", "trained_tokens", "wall_time_s")
+PRECISIONS = ("auto", "bf16", "fp16", "no")
 
 
 def setting(default: Any, stage: str, text: str) -> Any:
@@ -81,6 +84,8 @@ class RiCConfig:
     batch_size: int = setting(8, "train", "examples per optimizer step")
     max_length: int = setting(320, "train", "tokens per prompt + response")
     save_every: int = setting(50, "train", "steps between checkpoints (for --resume)")
+    mixed_precision: str = setting("auto", "train", "training autocast: auto (bf16 where the hardware has it), "
+                                   "bf16, fp16 or no")
     online_samples: int = setting(256, "online", "responses generated per online iteration")
     online_steps: int = setting(200, "online", "SFT steps per online iteration")
     quantile: float = setting(DEFAULT_QUANTILE, "online", "MORS keeps samples with a reward at or above this quantile")
@@ -95,6 +100,8 @@ class RiCConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_prompts < 0:
             raise ConfigError(f"max_prompts must be >= 0 (0 = all), got {self.max_prompts}")
+        if self.mixed_precision not in PRECISIONS:
+            raise ConfigError(f"mixed_precision {self.mixed_precision!r} is not one of {', '.join(PRECISIONS)}")
         if not 0.0 <= self.quantile <= 1.0:
             raise ConfigError(f"quantile must be in [0, 1], got {self.quantile}")
 
@@ -286,7 +293,17 @@ def sft_config(config: RiCConfig, output_dir: Path, steps: int, resume: bool, ov
         lr=config.lr, max_steps=steps, batch_size=config.batch_size, max_length=config.max_length,
         save_every=config.save_every, seed=config.seed, dtype=config.dtype, device=config.device,
         progress=config.progress, resume=resume, overwrite=overwrite, warmup_steps=min(10, steps // 10),
+        mixed_precision=training_precision(config),
     )
+
+
+def training_precision(config: RiCConfig) -> str:
+    """``config.mixed_precision``, with ``auto`` resolved to what the device computes fast (bf16 on CPUs with
+    AVX-512 BF16 or AMX: about twice as fast as float32 for a LoRA step of the default model, measured here)."""
+    if config.mixed_precision != "auto":
+        return config.mixed_precision
+    dtype = choose_dtype(choose_device(config.device))
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no")
 
 
 def check_stage_start(run: RunDirectory, stage: str, resume: bool, retrain: bool) -> None:
@@ -322,7 +339,8 @@ def run_sft(run: RunDirectory, stage: str, data: Sequence[ScoredResponse], confi
     record_stage(run, stage, {**(extra or {}), "examples": len(data), "steps": result.steps,
                               "trained_tokens": result.trained_tokens, "adapter": adapter,
                               "wall_time_s": round(extra_seconds(extra) + previous + time.perf_counter() - started, 3)})
-    return trainer.unwrapped_model.eval()
+    # accelerate's autocast wrapper stays on the model's forward; drop it so the policy runs like a reloaded one
+    return trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()
 
 
 def extra_seconds(extra: Mapping[str, Any] | None) -> float:
