@@ -255,7 +255,7 @@ def test_cli_run_does_every_stage_in_one_process(tiny_model_dir, prompts_file, t
     (["prepare", "--objectives", "simplicity", "--out", "{tmp}/run", "--mapping", "cubic"], "mapping 'cubic' is unknown"),
     (["prepare", "--objectives", "simplicity", "--out", "{tmp}/run", "--steps", "0"], "steps must be >= 1"),
     (["prepare", "--objectives", "simplicity", "--out", "{tmp}/run", "--mixed-precision", "fp8"],
-    , "mixed_precision 'fp8' is not one of auto, bf16, fp16, no"),
+     "mixed_precision 'fp8' is not one of auto, bf16, fp16, no"),
     (["train", "{tmp}"], "is not a paretoalign run directory"),
     (["online", "{tmp}", "--iterations", "-1"], "--iterations must be >= 0"),
     (["run", "--objectives", "simplicity", "--out", "{tmp}/run", "--budget", "quick", "--iterations", "-2"],
