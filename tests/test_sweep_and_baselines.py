@@ -145,6 +145,30 @@ def test_eval_command_writes_results_plots_and_report(tiny_model_dir, tmp_path, 
     assert json.loads((again / "results.json").read_text())["prompts"] == 2
 
 
+def test_trained_methods_share_policies_and_a_rerun_reloads_them(tiny_model_dir, tmp_path, capsys):
+    """soups and MOD train one set of per-objective adapters; ``eval RUN_DIR`` reuses them without training."""
+    out = tmp_path / "trained"
+    argv = _eval_argv(tiny_model_dir, out)
+    argv[1] = "soups,mod"
+    assert main(argv) == 0
+    assert "train tok" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    soups, mod = results["methods"]["soups"]["cost"], results["methods"]["mod"]["cost"]
+    assert soups["trained_tokens"] > 0 and soups["training_seconds"] > 0
+    assert {k: soups[k] for k in ("trained_tokens", "training_generated_tokens", "training_seconds")} == \
+        {k: mod[k] for k in ("trained_tokens", "training_generated_tokens", "training_seconds")}
+    assert sorted(p.name for p in (out / "methods").iterdir()) == ["objective_policies"]
+
+    again = tmp_path / "again"
+    assert main(["eval", str(out), "--out", str(again), "--points", "3", "--max-new-tokens", "8",
+                 "--eval-prompts", "3", "--dtype", "float32"]) == 0
+    assert not (again / "methods").exists()  # nothing retrained: the first run's adapters answer
+    rerun = json.loads((again / "results.json").read_text())
+    assert rerun["methods"]["soups"]["cost"]["training_seconds"] == soups["training_seconds"]
+    rewards = [[p["rewards"] for p in run["methods"]["soups"]["points"]] for run in (results, rerun)]
+    assert rewards[0] == rewards[1]  # same adapters, same seeds, same answers
+
+
 def test_eval_bad_input_is_one_line_exit_2(tiny_model_dir, tmp_path, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
