@@ -273,6 +273,9 @@ def test_cli_online_before_training_and_prepare_into_foreign_folder(tmp_path, ca
                 "--dataset", str(data)]) == 0
     assert cli(["ric", "online", str(tmp_path / "run"), "--iterations", "1"]) == 2
     assert "has no offline stage yet; run 'paretoalign ric train" in capsys.readouterr().err
+    (tmp_path / "run" / "offline").mkdir()  # what a killed training leaves behind
+    assert cli(["ric", "train", str(tmp_path / "run")]) == 2
+    assert "holds an interrupted training; pass --resume to continue it or --retrain" in capsys.readouterr().err
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     assert cli(["ric", "prepare", "--objectives", "informativeness", "--out", str(tmp_path / "mine"),

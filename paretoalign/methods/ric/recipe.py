@@ -306,14 +306,14 @@ def training_precision(config: RiCConfig) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no")
 
 
-def check_stage_start(run: RunDirectory, stage: str, resume: bool, retrain: bool) -> None:
-    """Refuse to silently redo or clobber a stage: finished -> --retrain; interrupted -> --resume or --retrain."""
-    folder = run.path / stage
-    finished = stage == OFFLINE and OFFLINE in run.manifest.get("stages", {})
-    if finished and not (resume or retrain):
-        raise ConfigError(f"{run.path} already has a trained {stage} stage; run 'ric online' next, or pass --retrain")
-    if folder.exists() and not finished and not (resume or retrain):
-        raise ConfigError(f"{folder} holds an interrupted {stage} stage; pass --resume to continue it or --retrain")
+def check_offline_start(run: RunDirectory, resume: bool, retrain: bool) -> None:
+    """Refuse to silently redo or clobber the offline stage: finished -> --retrain; interrupted -> --resume."""
+    if resume or retrain:
+        return
+    if OFFLINE in run.manifest.get("stages", {}):
+        raise ConfigError(f"{run.path} already has a trained offline stage; run 'ric online' next, or pass --retrain")
+    if (run.path / OFFLINE).exists():
+        raise ConfigError(f"{run.path / OFFLINE} holds an interrupted training; pass --resume to continue it or --retrain")
 
 
 def checkpointed_seconds(trainer: SFTTrainer) -> float:
@@ -354,7 +354,7 @@ def train_offline(run: RunDirectory, *, model=None, tokenizer=None, resume: bool
     ``model``: a loaded base model to adapt in place (None: load it). ``resume`` continues from the last
     checkpoint; ``overrides`` change training settings (saved to the manifest).
     """
-    check_stage_start(run, OFFLINE, resume, retrain)
+    check_offline_start(run, resume, retrain)
     if retrain:
         run.manifest.get("stages", {}).pop("online", None)  # online data came from the replaced model
     config = config_from_manifest(run, **overrides)
