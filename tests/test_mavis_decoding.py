@@ -203,3 +203,27 @@ def test_final_values_of_left_padded_sequences(tiny, value_model):
     with torch.inference_mode():
         batched = final_values(value_model, sequences, tokenizer.pad_token_id)
         torch.testing.assert_close(batched, _full_scores(value_model, sequences), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.integration
+def test_default_model_candidate_scoring_and_beta_zero():
+    """On the real default model (bf16-capable Llama, sdpa): batched candidates equal separate forwards,
+    and β = 0 draws the same tokens as top-k sampling."""
+    from paretoalign.models import load_model, load_score_model
+
+    model, tokenizer = load_model(None, dtype="float32", device="cpu")
+    value, _ = load_score_model(None, from_causal_lm=True, dtype="float32", device="cpu")
+    prompts = PROMPTS[:2]
+    ids = prompt_token_ids(tokenizer, prompts)
+    input_ids, attention_mask = pad_left(ids, tokenizer.pad_token_id)
+    candidates = torch.tensor([[28, 1002, 5007], [11, 407, 30000]])
+    scorer = CandidateValueScorer(value)
+    with torch.inference_mode():
+        scorer.start(input_ids, attention_mask)
+        batched = scorer.candidate_values(candidates)
+        separate = torch.stack([_full_scores(value, [p + [int(c)] for c in row]) for p, row in zip(ids, candidates)])
+    torch.testing.assert_close(batched, separate, atol=1e-4, rtol=1e-3)
+    config = GenerationConfig(max_new_tokens=4, top_k=8, min_new_tokens=1, seed=3)
+    plain = generate(model, tokenizer, prompts, config)
+    guided = value_guided_generate(model, tokenizer, prompts, config, [(1.0, value)], GuidanceSettings(beta=0.0, top_k=8))
+    assert [r.token_ids for r in guided] == [r.token_ids for r in plain]
