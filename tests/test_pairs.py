@@ -9,7 +9,7 @@ import torch
 
 from paretoalign.core.errors import ConfigError
 from paretoalign.generation import GenerationConfig, generate, render_prompts
-from paretoalign.methods.pairs import best_worst_pairs, objective_pairs
+from paretoalign.methods.pairs import best_worst_pairs, margin_pairs, objective_pairs
 from paretoalign.models import load_model
 from paretoalign.objectives import Conciseness, Informativeness, count_words
 
@@ -44,6 +44,33 @@ def test_best_against_worst_and_ties_skipped():
     assert skipped == 2  # "b": both have two words; "c": a single candidate
     assert [(p.prompt, p.chosen, p.rejected, p.margin) for p in pairs] == [("a", "one", "one two three", 2.0)]
     assert pairs[0].meta == {"chosen_score": 1.0, "rejected_score": 3.0}
+
+
+def test_min_margin_drops_narrow_best_worst_pairs():
+    candidates = [["one two three four", "one"], ["one two", "one"], ["x y", "x y"]]
+    pairs, skipped = best_worst_pairs(["a", "b", "c"], candidates, Conciseness(), min_margin=2)
+    assert skipped == 2  # "b": gap 1 < 2; "c": tie
+    assert [(p.prompt, p.chosen, p.margin) for p in pairs] == [("a", "one", 3.0)]
+
+
+def test_margin_pairs_keep_every_wide_enough_pair_better_over_worse():
+    candidates = [["one two three four", "one", "one two", "one two"], ["same", "also"]]
+    pairs, skipped = margin_pairs(["a", "b"], candidates, Conciseness(), min_margin=1)
+    assert skipped == 1  # "b": its two candidates tie
+    expected = {("one", "one two three four"), ("one", "one two"), ("one two", "one two three four")}
+    assert {(p.chosen, p.rejected) for p in pairs} == expected
+    assert len(pairs) == 5  # the two "one two" candidates each pair with both others; they tie with each other
+    assert all(count_words(p.rejected) - count_words(p.chosen) == p.margin >= 1 for p in pairs)
+
+
+def test_all_pairing_samples_once_and_holds_the_best_worst_pair(tiny):
+    config = GenerationConfig(max_new_tokens=12, temperature=1.5, seed=3)
+    best_worst = objective_pairs(*tiny, PROMPTS, Informativeness(), samples=3, config=config)
+    every = objective_pairs(*tiny, PROMPTS, Informativeness(), samples=3, config=config, pairing="all")
+    assert len(every) > len(best_worst)
+    assert all(pair in every for pair in best_worst)
+    wide = objective_pairs(*tiny, PROMPTS, Informativeness(), samples=3, config=config, pairing="all", min_margin=3)
+    assert [p for p in every if p.margin >= 3] == wide
 
 
 def test_identical_greedy_samples_all_tie_and_are_logged(tiny, caplog):
@@ -81,3 +108,5 @@ def test_bad_arguments(tiny):
         objective_pairs(*tiny, PROMPTS, Conciseness(), samples=3, system_prompt=["a", "b"])
     with pytest.raises(ConfigError, match="one list per prompt"):
         best_worst_pairs(["a", "b"], [["x", "y"]], Conciseness())
+    with pytest.raises(ConfigError, match="pairing must be one of best_worst, all"):
+        objective_pairs(*tiny, PROMPTS, Conciseness(), pairing="random")
