@@ -21,6 +21,7 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from generation_throughput import best_rates  # noqa: E402  (this folder is on sys.path when run as a script)
 from paretoalign.generation import GenerationConfig, generate  # noqa: E402
 from paretoalign.generation.value_guided import GuidanceSettings, value_guided_generate  # noqa: E402
 from paretoalign.methods.mavis import token_head_from_causal_lm  # noqa: E402
@@ -53,12 +54,7 @@ def decode_costs(model, tokenizer, value_models: dict[str, list], prompts: list[
     for name, models in value_models.items():
         weighted = [(1.0 / len(models), value_model) for value_model in models]
         runs[name] = lambda weighted=weighted: value_guided_generate(model, tokenizer, prompts, config, weighted, settings)
-    timings: dict[str, list[tuple[int, float]]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            timings[name].append(_timed(run))
-    best = {name: min(found, key=lambda t: t[1] / max(t[0], 1)) for name, found in timings.items()}
-    return {name: (tokens / seconds, tokens, seconds) for name, (tokens, seconds) in best.items()}
+    return best_rates({name: lambda run=run: _timed(run) for name, run in runs.items()}, repeats)
 
 
 def main() -> None:
