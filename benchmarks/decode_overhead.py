@@ -1,16 +1,18 @@
-"""Decoding cost of MOD against plain sampling, side by side in one process on the default model.
+"""Decoding cost of MOD and MAVIS against plain sampling, side by side in one process on the default model.
 
 Batch 16, the same prompts, seeds and fixed length (EOS banned, so every row decodes every step):
 plain sampling from the base model; MOD with K = 2 LoRA adapters (r = 16, all linear layers, random
 non-zero B) on one copy of the base, run as one batched forward over 2 × 16 rows with one KV cache; and
-MOD with K = 2 separate models (two copies of the base, a forward and a KV cache each). Runs alternate
-so a change in machine load hits all alike; each row reports its fastest run.
+MOD with K = 2 separate models (two copies of the base, a forward and a KV cache each); MAVIS with two
+value models the size of the policy (equal weights, k = 40): exact scoring of the k candidates in one
+forward per value model, and the per-token value head (one forward per value model per step). Runs
+alternate so a change in machine load hits all alike; each row reports its fastest run.
 
-    python benchmarks/decode_overhead.py [--dtype float32] [--new-tokens 32] [--repeats 2] [--no-models]
+    python benchmarks/decode_overhead.py [--dtype float32] [--new-tokens 32] [--repeats 2] [--no-models] [--no-mavis]
 
 Ends with ``RATIO mod_k2_cost_vs_plain=<seconds per token of MOD (adapters) / plain>`` (target: at most
-1.15 × K = 2.3) and ``RATIO mod_k2_models_cost_vs_plain=…``. More decoders join through the hook
-:func:`extra_decoders` (MAVIS: ``benchmarks/mavis_decode.py``): each gets a row and a RATIO line.
+1.15 × K = 2.3), ``RATIO mod_k2_models_cost_vs_plain=…``, ``RATIO mavis_cost_vs_plain=…`` (exact) and
+``RATIO mavis_token_head_cost_vs_plain=…`` (target: at most 1 + 2 weighted objectives = 3).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from generation_throughput import PROMPTS, best_rates  # noqa: E402
 
 from paretoalign.core.preference import Preference  # noqa: E402
 from paretoalign.generation import GenerationConfig, generate  # noqa: E402
+from paretoalign.generation.value_guided import GuidanceSettings, value_guided_generate  # noqa: E402
+from paretoalign.methods.mavis import token_head_from_causal_lm  # noqa: E402
 from paretoalign.methods.mod import MODPolicy  # noqa: E402
-from paretoalign.models import attach_lora, load_model  # noqa: E402
+from paretoalign.models import attach_lora, load_model, load_score_model  # noqa: E402
 
 Decoder = Callable[[list[str], GenerationConfig], list]
 """A decoder to time: ``(prompts, config) -> responses``."""
@@ -63,10 +67,17 @@ def mod_decoders(model, tokenizer, separate: bool) -> dict[str, Decoder]:
     return decoders
 
 
-def extra_decoders(model, tokenizer) -> dict[str, Decoder]:
-    """Hook for more decoders timed beside plain sampling: ``{name: decoder}``; each name gets a table row
-    and ``RATIO <name>_cost_vs_plain``. Empty here; the MAVIS variants are added in this function."""
-    return {}
+def mavis_decoders(model, tokenizer, dtype: str, top_k: int = 40) -> dict[str, Decoder]:
+    """MAVIS over two value models (equal weights): exact candidate scoring and the per-token value head."""
+    exact = [load_score_model(None, from_causal_lm=True, dtype=dtype, device=model.device)[0] for _ in range(2)]
+    per_token = [token_head_from_causal_lm(None, dtype=dtype)[0].to(model.device) for _ in range(2)]
+    settings = GuidanceSettings(beta=1.0, top_k=top_k)
+    decoders = {}
+    for name, value_models in (("mavis", exact), ("mavis_token_head", per_token)):
+        weighted = [(1.0 / len(value_models), value_model) for value_model in value_models]
+        decoders[name] = (lambda prompts, config, weighted=weighted:
+                          value_guided_generate(model, tokenizer, prompts, config, weighted, settings))
+    return decoders
 
 
 def timer(decoder: Decoder, prompts: list[str], config: GenerationConfig) -> Callable[[], tuple[int, float]]:
@@ -89,13 +100,17 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-models", action="store_true", help="skip MOD over two separate models")
+    parser.add_argument("--no-mavis", action="store_true", help="skip the MAVIS rows")
+    parser.add_argument("--top-k", type=int, default=40, help="MAVIS candidates per step (default %(default)s)")
     args = parser.parse_args()
 
     model, tokenizer = load_model(None, dtype=args.dtype, device=args.device)
     prompts = (PROMPTS * (args.batch_size // len(PROMPTS) + 1))[: args.batch_size]
     config = GenerationConfig(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, temperature=0.7,
                               batch_size=args.batch_size, seed=0)
-    decoders = {**mod_decoders(model, tokenizer, separate=not args.no_models), **extra_decoders(model, tokenizer)}
+    decoders = mod_decoders(model, tokenizer, separate=not args.no_models)
+    if not args.no_mavis:
+        decoders.update(mavis_decoders(model, tokenizer, args.dtype, args.top_k))
     warm_up = GenerationConfig(**{**config.__dict__, "max_new_tokens": 2, "min_new_tokens": 2})
     for decoder in decoders.values():
         decoder(prompts[:2], warm_up)
