@@ -27,7 +27,7 @@ from ..core.errors import ConfigError
 from .chat import pad_id, pad_left, prompt_token_ids
 from .decoding import Decoded, NextTokenScorer, decode_loop
 from .policy import GenerationConfig, Response
-from .sampling import StopStrings, TokenSampler, _length_sorted_batches, _to_response, sequence_seeds
+from .sampling import StopStrings, TokenSampler, length_sorted_batches, to_response, sequence_seeds
 
 
 @dataclass
@@ -199,7 +199,7 @@ def generate_with_scorer(
     seeds = sequence_seeds(config.seed, prompts)
     stops = StopStrings(tokenizer, config.stop) if config.stop else None
     responses: list[Response | None] = [None] * len(prompts)
-    batches = _length_sorted_batches(prompt_ids, config.batch_size)
+    batches = length_sorted_batches(prompt_ids, config.batch_size)
     with torch.inference_mode():
         for batch in tqdm(batches, desc="generating", unit="batch", disable=not config.progress):
             input_ids, attention_mask = pad_left([prompt_ids[i] for i in batch], pad_id(tokenizer))
@@ -211,7 +211,7 @@ def generate_with_scorer(
                     decoded = decode_loop(scorer, sampler, *padded, max_new_tokens=config.max_new_tokens,
                                           eos_ids=eos_ids, is_stopped=stops)
                     for index, result in zip(batch, decoded):
-                        responses[index] = _to_response(prompts[index], result, tokenizer, stops)
+                        responses[index] = to_response(prompts[index], result, tokenizer, stops)
                 else:
                     found = beam_search(scorer, *padded, beams=beams, max_new_tokens=config.max_new_tokens,
                                         eos_ids=eos_ids, length_penalty=length_penalty,
@@ -224,6 +224,6 @@ def generate_with_scorer(
 def _beam_response(prompt: str, best: BeamCandidate, tokenizer) -> Response:
     """The best beam as a Response: point-mass log-probabilities (0), its score in ``meta["beam_score"]``."""
     decoded = Decoded(best.token_ids, [0.0] * len(best.token_ids), best.finish_reason)
-    response = _to_response(prompt, decoded, tokenizer, None)
+    response = to_response(prompt, decoded, tokenizer, None)
     response.meta["beam_score"] = best.score
     return response

@@ -118,7 +118,8 @@ class StopStrings:
         return min(found) if found else None
 
 
-def _to_response(prompt: str, decoded: Decoded, tokenizer, stops: StopStrings | None) -> Response:
+def to_response(prompt: str, decoded: Decoded, tokenizer, stops: StopStrings | None) -> Response:
+    """A decoded row as a :class:`Response`: EOS kept in the ids but not the text, text cut at a stop string."""
     text_ids = decoded.token_ids[:-1] if decoded.finish_reason == "eos" else decoded.token_ids
     text = tokenizer.decode(text_ids, skip_special_tokens=True)
     if decoded.finish_reason == "stop":
@@ -126,7 +127,7 @@ def _to_response(prompt: str, decoded: Decoded, tokenizer, stops: StopStrings | 
     return Response(prompt, text, decoded.token_ids, decoded.logprobs, decoded.finish_reason)
 
 
-def _length_sorted_batches(prompt_ids: list[list[int]], batch_size: int) -> list[list[int]]:
+def length_sorted_batches(prompt_ids: list[list[int]], batch_size: int) -> list[list[int]]:
     """Prompt indices grouped into batches of similar length, so little compute goes to padding."""
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
@@ -155,7 +156,7 @@ def generate(
     eos_ids = eos_token_ids(model, tokenizer)
     stops = StopStrings(tokenizer, config.stop) if config.stop else None
     responses: list[Response | None] = [None] * len(prompts)
-    batches = _length_sorted_batches(prompt_ids, config.batch_size)
+    batches = length_sorted_batches(prompt_ids, config.batch_size)
     with torch.inference_mode(), evaluation_mode(model):
         for batch in tqdm(batches, desc="generating", unit="batch", disable=not config.progress):
             sampler = TokenSampler(config, [seeds[i] for i in batch], model.device, eos_ids)
@@ -170,5 +171,5 @@ def generate(
                 is_stopped=stops,
             )
             for index, result in zip(batch, decoded):
-                responses[index] = _to_response(prompts[index], result, tokenizer, stops)
+                responses[index] = to_response(prompts[index], result, tokenizer, stops)
     return responses

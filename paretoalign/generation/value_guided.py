@@ -37,12 +37,12 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..core.errors import ConfigError
-from ..models.score_model import _backbone_and_head
+from ..models.score_model import backbone_and_head
 from .beam import BeamCandidate, beam_search, generate_with_scorer
 from .chat import pad_id, pad_left, prompt_token_ids
 from .decoding import CausalLMScorer, Decoded, eos_token_ids, evaluation_mode
 from .policy import GenerationConfig, Response
-from .sampling import _to_response
+from .sampling import to_response
 
 VALUE_NORMALIZATIONS = ("none", "zscore", "minmax")
 MIN_SPREAD = 1e-6
@@ -82,7 +82,7 @@ class _PrefixCache:
     """A value model's transformer body with a KV cache over the prefix, left-padding aware."""
 
     def __init__(self, model) -> None:
-        self.backbone, self.head = _backbone_and_head(model)
+        self.backbone, self.head = backbone_and_head(model)
         self.dtype = next(model.parameters()).dtype
         self.cache = None
         self.attention_mask: torch.Tensor | None = None
@@ -373,7 +373,7 @@ def _ranked_beams(prompt: str, prompt_ids: list[int], group: Sequence[BeamCandid
     responses = []
     for candidate, value in zip(group, total.tolist()):
         decoded = Decoded(candidate.token_ids, [0.0] * len(candidate.token_ids), candidate.finish_reason)
-        response = _to_response(prompt, decoded, tokenizer, None)
+        response = to_response(prompt, decoded, tokenizer, None)
         response.meta.update(beam_score=candidate.score, value=value)
         responses.append(response)
     return sorted(responses, key=lambda response: -response.meta["value"])

@@ -69,7 +69,7 @@ def _check_is_score_model(kind: str, where: str, trust_remote_code: bool) -> Non
         )
 
 
-def _backbone_and_head(model: PreTrainedModel | PeftModel) -> tuple[torch.nn.Module, torch.nn.Module]:
+def backbone_and_head(model: PreTrainedModel | PeftModel) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The transformer body and the ``score`` head (LoRA layers, if any, live inside them)."""
     hf_model = model.get_base_model() if isinstance(model, PeftModel) else model
     head = getattr(hf_model, "score", None)
@@ -89,7 +89,7 @@ def token_values(
 ) -> torch.Tensor:
     """The head's output at every position, float32 ``[batch, seq]`` (``[batch, seq, labels]`` if several
     labels); 0 at padding. Value models read it at partial-response positions, PPO critics per token."""
-    backbone, head = _backbone_and_head(model)
+    backbone, head = backbone_and_head(model)
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     hidden = backbone(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False

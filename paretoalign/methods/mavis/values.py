@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from ...core.errors import ConfigError
 from ...models.loading import call_from_pretrained, load_model, load_pretrained_model, locate_model
-from ...models.score_model import _backbone_and_head, last_token_index, load_score_model
+from ...models.score_model import backbone_and_head, last_token_index, load_score_model
 from ...training.base import DataReport, TrainResult, make_trainable
 from ...training.config import ValueModelConfig
 from ...training.losses import regression_loss
@@ -56,7 +56,7 @@ class TokenValueTrainer(NodeValueTrainer):
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-        backbone, head = _backbone_and_head(self.model)
+        backbone, head = backbone_and_head(self.model)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                           use_cache=False).last_hidden_state
@@ -86,7 +86,7 @@ def token_head_from_causal_lm(spec=None, *, dtype: str | torch.dtype | None = "f
     kind, where = locate_model(spec)
     model = load_pretrained_model(AutoModelForSequenceClassification, kind, where, dtype=lm_head.dtype,
                                   device=torch.device("cpu"), num_labels=lm_head.shape[0])
-    _, head = _backbone_and_head(model)
+    _, head = backbone_and_head(model)
     with torch.no_grad():
         head.weight.copy_(lm_head * Q_HEAD_INIT_SCALE)
     if model.config.pad_token_id is None:
