@@ -5,13 +5,18 @@ On SmolLM2-135M-Instruct, CPU, offline:
 1. Fit each objective's normalization on the base model's answers to train-split prompts (what the demo does).
 2. ``train_for_demo`` at the chosen budget: sample the base model on train prompts (plain and with one
    objective's instruction appended), score, write the conditioned data, LoRA SFT (see
-   ``paretoalign/methods/ric/recipe.py``; ``quick`` = 144 responses of 40 tokens, 40 steps of 8).
+   ``paretoalign/methods/ric/recipe.py``; ``quick`` = 144 responses of 40 tokens, 64 steps of 8).
 3. On eval-split prompts, answer at a few preferences with the same seeds and report the mean normalized
    reward of each objective, next to the base model.
 
 Run: ``python examples/ric_quick.py`` (see ``--help``). Ends with ``RESULT ric_<objective>_gap=<reward at
 that objective's corner minus at the other corner>`` (> 0: the preference steers that objective) and
 ``RESULT ric_train_seconds=<wall time of step 2>``.
+
+Measured (quick, 24 eval prompts, ``--threads 1``, busy shared CPU): informativeness gap +0.30, simplicity gap
+-0.26, 573 s of training. At 40 tokens most answers are cut at the cap, so word count (informativeness) mostly
+tells short answers apart; the quick budget learns that (short answers when informativeness is not wanted) but
+not yet the readability targets.
 """
 
 from __future__ import annotations

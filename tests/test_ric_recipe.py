@@ -297,7 +297,7 @@ def test_train_for_demo_quick_budget_and_reload(tiny_model_dir, tmp_path):
     assert set(cost) == {"generated_tokens", "trained_tokens", "wall_time_s"}
     assert 0 < cost["generated_tokens"] <= 48 * 3 * 40 and cost["trained_tokens"] > 0
     manifest = RunDirectory.open(tmp_path / "work").manifest
-    assert manifest["stages"]["offline"]["steps"] == 40 and manifest["normalization"]["informativeness"]["mean"] == 4.0
+    assert manifest["stages"]["offline"]["steps"] == 64 and manifest["normalization"]["informativeness"]["mean"] == 4.0
     again = train_for_demo(objectives, tmp_path / "work", model=str(tiny_model_dir), progress=True)
     assert again.training_cost == cost  # reloaded, not retrained (display settings do not count)
     with pytest.raises(ConfigError, match="budget 'huge' is unknown"):
