@@ -10,7 +10,10 @@ On the embedded default model (SmolLM2-135M-Instruct), on CPU, offline:
 
 Run: ``python examples/rl/morlhf_conciseness.py`` (see ``--help``). Ends with
 ``RESULT morlhf_length_ratio=<MORLHF mean words / base mean words> morlhf_kl=<mean KL per answer>``.
-Measured: see the report of this change (numbers depend on the machine's load only through time).
+Measured with the defaults and ``--threads 1`` on the shared, busy 2-core CPU (about 30 s per iteration
+when it was quiet, 140 s under load): rollout words 39.4 -> 19.6 over the 12 iterations; on 24 eval
+prompts the base answers 37.8 words, MORLHF 16.1 (``morlhf_length_ratio=0.427``) at a mean KL of 10.6
+nats per answer (max 19.9); 21 minutes of training, 2 of measuring.
 """
 
 from __future__ import annotations

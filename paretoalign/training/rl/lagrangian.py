@@ -262,7 +262,8 @@ def plot_lambda_and_cost(metrics_path: Path, path: Path, threshold: float) -> Pa
     cost_axis.plot(steps, [row["J_c"] for row in rows], color="tab:blue", label="J_c")
     cost_axis.axhline(threshold, color="tab:blue", linestyle="--", linewidth=1, label="threshold d")
     cost_axis.set_ylabel("J_c (window mean cost)", color="tab:blue")
-    figure.legend(loc="upper right")
+    lines = lambda_axis.get_lines() + cost_axis.get_lines()
+    lambda_axis.legend(lines, [line.get_label() for line in lines], loc="lower left", fontsize="small")
     figure.tight_layout()
     with atomic_path(path) as staged:
         figure.savefig(staged, format="png", dpi=110)
