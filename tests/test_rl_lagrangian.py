@@ -17,15 +17,7 @@ from paretoalign.objectives import Informativeness, LengthCost
 from paretoalign.training.rl.lagrangian import LAMBDA_PLOT, LagrangeMultiplier, PPOLagConfig, PPOLagTrainer
 from paretoalign.training.runner import config_for
 
-from test_rl_ppo import PROMPTS, stopping_model_dir  # noqa: F401  (the shared module fixture)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_rl_ppo import PROMPTS, one_thread, stopping_model_dir  # noqa: F401  (shared module fixtures)
 
 
 def test_lambda_rises_while_violated_falls_after_and_is_clamped():

@@ -23,13 +23,7 @@ from paretoalign.methods.morlhf import (
 from paretoalign.models import load_model
 from paretoalign.objectives import Conciseness, Informativeness
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_rl_ppo import one_thread  # noqa: F401  (one torch thread per module, shared)
 
 
 TINY_BUDGET = MORLHFBudget(points_per_axis=2, prompts=4, steps=1, batch_size=4, minibatch_size=4, max_new_tokens=4,

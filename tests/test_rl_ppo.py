@@ -32,6 +32,7 @@ PROMPTS = [{"prompt": f"Question {i}: explain the sea and the sky."} for i in ra
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
+    """Tiny models run fastest on one thread and do not stall when the machine is busy."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
