@@ -192,7 +192,7 @@ def test_full_models_of_another_architecture_are_refused(tiny, tiny_model_dir, w
 def test_a_model_with_another_tokenizer_is_refused(tiny, tiny_model_dir, adapter_dirs, tmp_path):
     other = shutil.copytree(adapter_dirs["informativeness"], tmp_path / "other-tokenizer")
     make_tokenizer(vocab_size=300).save_pretrained(other)
-    with pytest.raises(ConfigError, match=r"tokenizer of 'informativeness' .* differs from that of .*; a soup needs"):
+    with pytest.raises(ConfigError, match=r"tokenizer of 'informativeness' .* differs from that of .*; per-objective models must share"):
         SoupPolicy(_base(tiny_model_dir), tiny[1], {"simplicity": adapter_dirs["simplicity"], "informativeness": other})
 
 

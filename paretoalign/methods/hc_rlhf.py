@@ -24,7 +24,7 @@ from ..objectives import Objective
 from ..training.rl.high_confidence import NO_SOLUTION, SafetyTestResult
 from ..training.rl.reinforce import UNSAFE_MODEL, ReinforceLagConfig
 from ..training.runner import run_training
-from .soups import AdapterFreeModel
+from ..models.lora import AdapterFreeModel
 
 METHOD_NAME = "hc_rlhf"
 TRAINER_KIND = "reinforce-lag"

@@ -26,8 +26,8 @@ from ..generation.fusion import AdapterRowsScorer, FusedScorer, check_divergence
 from ..generation.policy import GenerationConfig, Response
 from ..models.loading import load_model
 from ..objectives.base import Objective
-from .soups import AdapterFreeModel, _check_tokenizers, _load_adapters, finished_policies, read_compute
-from .soups import train_objective_policies
+from ..models.lora import AdapterFreeModel, check_tokenizers, load_adapters
+from .soups import finished_policies, read_compute, train_objective_policies
 
 TRAINING_COST_KEYS = ("generated_tokens", "trained_tokens", "wall_time_s")
 
@@ -178,9 +178,9 @@ def load_mod_policy(
     if adapters is not None:
         model, tokenizer = load_model(base, dtype=dtype, device=device)
         folders = {objective: Path(folder).expanduser() for objective, folder in adapters.items()}
-        _check_tokenizers(tokenizer, model, folders)
+        check_tokenizers(tokenizer, model, folders)
         names = [f"mod{index}" for index in range(len(folders))]  # objective names may not be valid module names
-        peft_model = _load_adapters(model, folders, names)
+        peft_model = load_adapters(model, folders, names)
         return MODPolicy(peft_model, tokenizer, list(folders), adapter_names=names, **options)
     loaded = [load_model(spec, dtype=dtype, device=device) for spec in models.values()]
     reference = load_model(base, dtype=dtype, device=device)[0] if base is not None else None

@@ -32,7 +32,7 @@ from ..models import load_adapter, load_model, resolve_model_spec, set_active_ad
 from ..objectives.base import Objective
 from ..training import run_training
 from ..training.rl.ppo import MORLHFConfig
-from .soups import AdapterFreeModel
+from ..models.lora import AdapterFreeModel
 
 METHOD_NAME = "morlhf"
 COMPUTE_FILE = "compute.json"

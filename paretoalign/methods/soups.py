@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from ..core.errors import ConfigError, DataError, ModelLoadError, UnknownObjectiveError
 from ..core.files import write_json_atomic
@@ -34,8 +33,8 @@ from ..core.rundir import MANIFEST
 from ..core.runtime import choose_device, choose_dtype, set_seed
 from ..data import load_prompts
 from ..generation import GenerationConfig, Response, generate
-from ..models import interpolate_models, load_adapter, load_model, merge_lora_deltas, reference_mode
-from ..models import resolve_model_spec, set_active_adapter
+from ..models import interpolate_models, load_model, merge_lora_deltas, resolve_model_spec, set_active_adapter
+from ..models.lora import ADAPTER_CONFIG, AdapterFreeModel, check_tokenizers, load_adapters
 from ..models.interpolation import MERGE_MODES, MergeMode
 from ..objectives.base import Objective
 from ..training import DPOConfig, run_training
@@ -46,9 +45,6 @@ TRAINER_KINDS = ("dpo", "ppo")
 PPO_MODULE = "paretoalign.training.rl.ppo"
 COMPUTE_FILE = "compute.json"
 POLICIES_DIR = "policies"
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-_LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<side>[AB])\.weight$")
 
 
 @dataclass(frozen=True)
@@ -271,31 +267,6 @@ def _mixed_precision() -> str:
 # ---------------------------------------------------------------------------------------------- the soup
 
 
-class AdapterFreeModel(torch.nn.Module):
-    """A PeftModel seen with every adapter switched off: π_ref without a second copy of the base weights."""
-
-    def __init__(self, peft_model: torch.nn.Module) -> None:
-        super().__init__()
-        self.peft_model = peft_model
-
-    @property
-    def device(self) -> torch.device:
-        return self.peft_model.device
-
-    @property
-    def config(self) -> Any:
-        return self.peft_model.config
-
-    @property
-    def generation_config(self) -> Any:
-        return self.peft_model.generation_config
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """The base model's forward pass (adapters off for this call only)."""
-        with reference_mode(self.peft_model):
-            return self.peft_model(*args, **kwargs)
-
-
 class SoupPolicy:
     """Per-objective models merged per preference: W0 + Σ_k w_k ΔW_k for LoRA adapters (``mode="delta"``;
     ``"average_ab"`` is the P-Soups/SIPO averaging of A and B, on request only), Σ_k w_k θ_k for full models.
@@ -326,7 +297,7 @@ class SoupPolicy:
         self.kind = _soup_kind(folders)
         if self.kind == "full" and mode != "delta":
             raise ConfigError(f"mode {mode!r} applies to LoRA adapters only; full models are interpolated with 'delta'")
-        _check_tokenizers(tokenizer, base_model, folders)
+        check_tokenizers(tokenizer, base_model, folders)
         self.name = name
         self.objectives = list(folders)
         self.mode = mode
@@ -336,7 +307,7 @@ class SoupPolicy:
         self._merged_weights: tuple[float, ...] | None = None
         if self.kind == "adapter":
             self.adapter_names = [f"soup{index}" for index in range(len(folders))]
-            self.model = _load_adapters(base_model, folders, self.adapter_names)
+            self.model = load_adapters(base_model, folders, self.adapter_names)
         else:
             self._members = _load_full_models(base_model, folders)
             self.model = copy.deepcopy(self._members[0])
@@ -393,59 +364,6 @@ def _soup_kind(folders: Mapping[str, Path]) -> str:
     return next(iter(kinds.values()))
 
 
-def _check_tokenizers(tokenizer: Any, base_model: torch.nn.Module, folders: Mapping[str, Path]) -> None:
-    """Refuse a model whose saved tokenizer differs from the base's (folders without one are not checked)."""
-    expected = tokenizer.get_vocab()
-    base_name = getattr(base_model, "name_or_path", "") or "the base model"
-    for objective, folder in folders.items():
-        if not (folder / "tokenizer_config.json").is_file():
-            continue
-        other = AutoTokenizer.from_pretrained(folder).get_vocab()
-        if other != expected:
-            raise ConfigError(
-                f"the tokenizer of {objective!r} ('{folder}', {len(other)} tokens) differs from that of '{base_name}' "
-                f"({len(expected)} tokens); a soup needs models that share one tokenizer"
-            )
-
-
-def _adapter_mismatch(base_model: torch.nn.Module, folder: Path) -> str | None:
-    """Why the adapter in ``folder`` cannot sit on ``base_model`` (a missing layer or a shape), or None."""
-    modules = dict(base_model.named_modules())
-    with safe_open(str(folder / ADAPTER_WEIGHTS), framework="pt") as weights:
-        for key in weights.keys():
-            match = _LORA_KEY.match(key)
-            if match is None:
-                continue
-            layer = modules.get(match["module"])
-            if layer is None:
-                return f"it adapts layer {match['module']!r}, which the base lacks"
-            shape = weights.get_slice(key).get_shape()
-            found, expected = (shape[1], layer.in_features) if match["side"] == "A" else (shape[0], layer.out_features)
-            if found != expected:
-                return f"layer {match['module']!r} has {expected} features in the base but {found} in the adapter"
-    return None
-
-
-def _load_adapters(base_model: torch.nn.Module, folders: Mapping[str, Path], names: list[str]) -> torch.nn.Module:
-    """Every adapter on one PeftModel over ``base_model`` (checked first, so a misfit leaves the base untouched)."""
-    base_name = getattr(base_model, "name_or_path", "") or type(base_model).__name__
-    for objective, folder in folders.items():
-        if not (folder / ADAPTER_WEIGHTS).is_file():
-            raise ModelLoadError(f"adapter folder '{folder}' has no {ADAPTER_WEIGHTS} (pickled weights are never "
-                                 "loaded); re-save it with save_pretrained(safe_serialization=True)")
-        problem = _adapter_mismatch(base_model, folder)
-        if problem:
-            trained_on = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
-            raise ConfigError(
-                f"adapter {objective!r} (trained on '{trained_on}') does not fit the base model '{base_name}': "
-                f"{problem}; a soup needs adapters of one architecture"
-            )
-    model = base_model
-    for name, folder in zip(names, folders.values()):
-        model = load_adapter(model, folder, name)
-    return model
-
-
 def _layout(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
 
@@ -497,7 +415,6 @@ def train_for_demo(
 
 __all__ = [
     "BUDGETS",
-    "AdapterFreeModel",
     "SoupPolicy",
     "SoupsBudget",
     "check_trainer",

@@ -4,12 +4,24 @@ weight interpolation."""
 from .default import DEFAULT_MODEL, cache_dir, default_model_path
 from .interpolation import interpolate_models, interpolate_state_dicts, merge_lora_deltas, weighted_sum
 from .loading import load_model, load_tokenizer, prepare_tokenizer, resolve_model_spec
-from .lora import attach_lora, load_adapter, reference_mode, save_adapter, set_active_adapter
+from .lora import (
+    AdapterFreeModel,
+    attach_lora,
+    check_tokenizers,
+    load_adapter,
+    load_adapters,
+    reference_mode,
+    save_adapter,
+    set_active_adapter,
+)
 from .score_model import last_token_index, load_score_model, score_texts, sequence_scores, token_values
 
 __all__ = [
     "DEFAULT_MODEL",
+    "AdapterFreeModel",
     "attach_lora",
+    "check_tokenizers",
+    "load_adapters",
     "cache_dir",
     "default_model_path",
     "interpolate_models",

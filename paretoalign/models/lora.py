@@ -4,15 +4,24 @@ base weights as the reference policy without a second copy in memory."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
-from transformers import PreTrainedModel
+from safetensors import safe_open
+from transformers import AutoTokenizer, PreTrainedModel
 
 from paretoalign.core.errors import ConfigError, ModelLoadError
 from paretoalign.core.files import atomic_path
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<side>[AB])\.weight$")
 
 LORA_PREFIX = "lora_"  # PEFT reinitializes adapters whose name is a substring of it
 
@@ -125,3 +134,82 @@ def reference_mode(model: PeftModel) -> Iterator[PeftModel]:
     model = _require_peft(model, "reference_mode")
     with model.disable_adapter():
         yield model
+
+
+class AdapterFreeModel(torch.nn.Module):
+    """A PeftModel seen with every adapter switched off: π_ref without a second copy of the base weights."""
+
+    def __init__(self, peft_model: torch.nn.Module) -> None:
+        super().__init__()
+        self.peft_model = peft_model
+        self.train(peft_model.training)
+
+    @property
+    def device(self) -> torch.device:
+        return self.peft_model.device
+
+    @property
+    def config(self) -> Any:
+        return self.peft_model.config
+
+    @property
+    def generation_config(self) -> Any:
+        return self.peft_model.generation_config
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The base model's forward pass (adapters off for this call only)."""
+        with reference_mode(self.peft_model):
+            return self.peft_model(*args, **kwargs)
+
+
+def check_tokenizers(tokenizer: Any, base_model: torch.nn.Module, folders: Mapping[str, Path]) -> None:
+    """Refuse a model folder whose saved tokenizer differs from the base's (folders without one are not checked)."""
+    expected = tokenizer.get_vocab()
+    base_name = getattr(base_model, "name_or_path", "") or "the base model"
+    for objective, folder in folders.items():
+        if not (folder / "tokenizer_config.json").is_file():
+            continue
+        other = AutoTokenizer.from_pretrained(folder).get_vocab()
+        if other != expected:
+            raise ConfigError(
+                f"the tokenizer of {objective!r} ('{folder}', {len(other)} tokens) differs from that of '{base_name}' "
+                f"({len(expected)} tokens); per-objective models must share one tokenizer"
+            )
+
+
+def _adapter_mismatch(base_model: torch.nn.Module, folder: Path) -> str | None:
+    """Why the adapter in ``folder`` cannot sit on ``base_model`` (a missing layer or a shape), or None."""
+    modules = dict(base_model.named_modules())
+    with safe_open(str(folder / ADAPTER_WEIGHTS), framework="pt") as weights:
+        for key in weights.keys():
+            match = _LORA_KEY.match(key)
+            if match is None:
+                continue
+            layer = modules.get(match["module"])
+            if layer is None:
+                return f"it adapts layer {match['module']!r}, which the base lacks"
+            shape = weights.get_slice(key).get_shape()
+            found, expected = (shape[1], layer.in_features) if match["side"] == "A" else (shape[0], layer.out_features)
+            if found != expected:
+                return f"layer {match['module']!r} has {expected} features in the base but {found} in the adapter"
+    return None
+
+
+def load_adapters(base_model: torch.nn.Module, folders: Mapping[str, Path], names: list[str]) -> torch.nn.Module:
+    """Every adapter (``names[i]`` for the i-th folder) on one PeftModel over ``base_model`` (checked first, so a misfit leaves the base untouched)."""
+    base_name = getattr(base_model, "name_or_path", "") or type(base_model).__name__
+    for objective, folder in folders.items():
+        if not (folder / ADAPTER_WEIGHTS).is_file():
+            raise ModelLoadError(f"adapter folder '{folder}' has no {ADAPTER_WEIGHTS} (pickled weights are never "
+                                 "loaded); re-save it with save_pretrained(safe_serialization=True)")
+        problem = _adapter_mismatch(base_model, folder)
+        if problem:
+            trained_on = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+            raise ConfigError(
+                f"adapter {objective!r} (trained on '{trained_on}') does not fit the base model '{base_name}': "
+                f"{problem}; per-objective adapters must share one architecture"
+            )
+    model = base_model
+    for name, folder in zip(names, folders.values()):
+        model = load_adapter(model, folder, name)
+    return model

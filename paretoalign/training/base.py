@@ -408,6 +408,8 @@ class Trainer(ABC):
 
     @property
     def unwrapped_model(self) -> torch.nn.Module:
+        """The model without DDP/FSDP wrappers; under mixed precision its forward keeps accelerate's autocast
+        (a recipe serving the trained model in memory unwraps with ``keep_fp32_wrapper=False`` after training)."""
         return self.accelerator.unwrap_model(self.model)
 
     def saved_model_kind(self) -> str:

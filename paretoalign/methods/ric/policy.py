@@ -8,7 +8,7 @@ from typing import Any
 from ...core.errors import ConfigError
 from ...core.preference import Preference
 from ...generation import GenerationConfig, Response, generate
-from ..soups import AdapterFreeModel
+from ...models.lora import AdapterFreeModel
 from .conditioning import Conditioning
 from .targets import TargetRange, check_mapping, clip_targets, preference_to_targets
 
