@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 
@@ -30,13 +31,26 @@ def tiny(tiny_model_dir):
     return model, tokenizer
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread(request):
+    """Tiny models run fastest on one thread and don't stall when the machine is busy; integration tests on
+    the real model keep every thread."""
+    if request.node.get_closest_marker("integration") or "torch" not in sys.modules:
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _fresh_accelerate_state():
     """accelerate keeps one process-wide state; a test module that built an Accelerator (ours or TRL's)
     with other settings must not leak it into the next module."""
     yield
-    import sys
-
     if "accelerate.state" in sys.modules:
         from accelerate.state import AcceleratorState
 

@@ -19,14 +19,6 @@ PROMPTS = ["Hello there", "Explain photosynthesis to a child in simple words.", 
 VOCAB, EOS = 4, 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir, padding_side="left")

@@ -5,22 +5,12 @@ from __future__ import annotations
 import json
 
 import pyarrow.parquet as pq
-import pytest
-import torch
 
 from paretoalign.interfaces.cli import main
 from paretoalign.methods.mavis import tree_info
 
 TREE_FLAGS = ["--root-branching", "2", "--branching", "2", "--depth", "2", "--chunk-min", "2", "--chunk-max", "3",
               "--num-prompts", "2", "--batch-size", "8", "--dtype", "float32", "--device", "cpu"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_collect_merge_train_decode(tiny_model_dir, tmp_path, capsys):

@@ -23,14 +23,6 @@ from paretoalign.models.score_model import sequence_scores, token_values
 PROMPTS = ["Why is the sky blue?", "Give me three tips for better sleep tonight, please.", "Cook rice?"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def value_model(tiny_model_dir_b):
     """A scalar-head value model on another tiny Llama with the same tokenizer (random head)."""

@@ -22,14 +22,6 @@ from paretoalign.training.config import ValueModelConfig
 PROMPTS = ["Why is the sky blue?", "Give me three tips for better sleep."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _records(tokenizer, target_of_length):
     """Partial responses of several lengths after each prompt, with a target that depends on the length."""
     records = []

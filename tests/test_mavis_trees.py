@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from paretoalign.core.errors import ConfigError, DataError
 from paretoalign.generation.chat import prompt_token_ids
@@ -24,14 +23,6 @@ from paretoalign.objectives import NormStats, get_objective
 
 PROMPTS = ["Why is the sky blue?", "Give me three tips for better sleep."]
 SHAPE = TreeShape(root_branching=3, branching=2, depth=3, chunk_min=2, chunk_max=4, keep_bottom=0.5)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

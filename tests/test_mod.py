@@ -24,14 +24,6 @@ PROMPTS = ["Hello there", "Explain photosynthesis to a child in simple words.", 
 OBJECTIVES = ["simplicity", "friendliness"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _random_model(folder, seed: int):
     """The tiny Llama from ``folder`` re-initialised with larger weights (distinct, non-degenerate outputs)."""
     config = AutoConfig.from_pretrained(folder)

@@ -14,14 +14,6 @@ from paretoalign.models import load_model
 from paretoalign.models.lora import attach_lora, save_adapter
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def adapter_dirs(tiny_model_dir, tmp_path_factory):
     """Two saved LoRA adapters (random non-zero B) trained, so to speak, on the tiny base."""

@@ -17,7 +17,6 @@ from paretoalign.objectives import Conciseness, LengthCost, NormStats, Objective
 from paretoalign.objectives.builtin import Informativeness
 from paretoalign.training.rl import ExperienceMaker
 
-from test_rl_ppo import one_thread  # noqa: F401  (one torch thread per module, shared)
 
 PROMPTS = ["Explain photosynthesis to a child.", "Write a short poem about the sea.", "How do I cook rice?"]
 

@@ -17,7 +17,7 @@ from paretoalign.objectives import Informativeness, LengthCost
 from paretoalign.training.rl.lagrangian import LAMBDA_PLOT, LagrangeMultiplier, PPOLagConfig, PPOLagTrainer
 from paretoalign.training.runner import config_for
 
-from test_rl_ppo import PROMPTS, one_thread, stopping_model_dir  # noqa: F401  (shared module fixtures)
+from test_rl_ppo import PROMPTS, stopping_model_dir  # noqa: F401  (shared module fixture)
 
 
 def test_lambda_rises_while_violated_falls_after_and_is_clamped():

@@ -23,7 +23,6 @@ from paretoalign.methods.morlhf import (
 from paretoalign.models import load_model
 from paretoalign.objectives import Conciseness, Informativeness
 
-from test_rl_ppo import one_thread  # noqa: F401  (one torch thread per module, shared)
 
 
 TINY_BUDGET = MORLHFBudget(points_per_axis=2, prompts=4, steps=1, batch_size=4, minibatch_size=4, max_new_tokens=4,

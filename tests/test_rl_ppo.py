@@ -30,15 +30,6 @@ from tiny import make_tiny_llama
 PROMPTS = [{"prompt": f"Question {i}: explain the sea and the sky."} for i in range(24)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread and do not stall when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_stopping_llama(path: Path) -> Path:
     """The tiny Llama with sharper random weights and an EOS row along the mean hidden state, so about half
     of its 8-token samples end early: a policy whose length a reward can actually change."""

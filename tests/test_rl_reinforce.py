@@ -23,14 +23,6 @@ PROMPTS = [{"prompt": f"Tell me something about topic number {i}."} for i in ran
 ADAPTER = "adapter_model.safetensors"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def config(model_dir: Path, out: Path, **overrides) -> ReinforceLagConfig:
     """A seconds-long run: conciseness as the reward, words beyond 2 as the cost (at most 6 with 8 tokens)."""
     settings = dict(

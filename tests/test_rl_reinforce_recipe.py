@@ -21,14 +21,6 @@ from paretoalign.training.runner import run_training
 PROMPTS = [{"prompt": f"Tell me something about topic number {i}."} for i in range(12)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def train(model_dir: Path, out: Path, threshold: float) -> Path:
     config = ReinforceLagConfig(
         model=str(model_dir), objectives="conciseness", cost_objective="length_cost?budget=2", threshold=threshold,

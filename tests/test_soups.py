@@ -34,15 +34,6 @@ GREEDY = GenerationConfig(max_new_tokens=8, do_sample=False, seed=0)
 TEXT = "Give me three tips for better sleep tonight."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and don't stall when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _base(folder):
     return AutoModelForCausalLM.from_pretrained(folder).eval()
 

@@ -5,19 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from paretoalign.interfaces.cli import main
 
 TRAIN_FLAGS = ["--train-prompts", "3", "--samples", "2", "--max-new-tokens", "8", "--epochs", "1"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _run(capsys, argv):

@@ -14,14 +14,6 @@ from paretoalign.training.logprobs import IGNORE_INDEX
 from paretoalign.training.sft import SFTTrainer, pack_examples
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and don't stall when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 SFT_DATA = [{"prompt": f"Question {i}: what color is the sky?", "response": "The sky is blue."} for i in range(8)]
 
 

@@ -12,15 +12,6 @@ from paretoalign.training.config import DPOConfig
 from paretoalign.training.dpo import DPOTrainer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and don't stall when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 PROMPTS = ["How do I cook rice?", "Why is the sky blue?", "Give me three tips.", "Explain photosynthesis."]
 PAIRS = [{"prompt": p, "chosen": "Thank you, happy to help!", "rejected": "Water boils at one hundred degrees Celsius.",
           "margin": 0.5, "margin_chosen": [0.2], "margin_rejected": [0.1],

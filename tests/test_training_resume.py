@@ -21,15 +21,6 @@ from paretoalign.training.runner import run_training
 from paretoalign.training.sft import SFTTrainer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and don't stall when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 ROWS = [{"prompt": f"Question {i}: what color is the sky?", "response": f"The sky is blue, {i}."} for i in range(10)]
 
 

@@ -13,15 +13,6 @@ from paretoalign.training.config import CostModelConfig, RewardModelConfig, Valu
 from paretoalign.training.score import CostModelTrainer, RewardModelTrainer, ValueModelTrainer, as_objective
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and don't stall when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 FRIENDLY = ["I am happy to help you! Thank you for asking.", "This is a great and friendly question, thank you!"]
 PLAIN = ["Water boils at one hundred degrees.", "Rinse the rice and simmer for twenty minutes."]
 PROMPTS = ["How do I cook rice?", "Why is the sky blue?", "Give me three tips.", "Explain photosynthesis."]
