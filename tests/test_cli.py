@@ -89,3 +89,13 @@ def test_generate_answers_with_the_embedded_model_offline(capsys):
     code, out, _ = _run(capsys, ["generate", "--prompt", "What is the capital of France?", "--temperature", "0",
                                  "--max-new-tokens", "12"])
     assert code == 0 and "Paris" in out
+
+
+def test_full_preset_sweeps_the_trained_recipes_beside_the_baselines():
+    from paretoalign.interfaces.demo import PRESETS
+    from paretoalign.methods import check_method_names
+
+    full = PRESETS["full"].methods
+    check_method_names(full)
+    assert {"base", "prompting", "best_of_n", "ric", "soups", "morlhf"} <= set(full)
+    assert PRESETS["full"].budget == "full" and PRESETS["quick"].budget == "quick"

@@ -203,8 +203,8 @@ TINY_BUDGET = SoupsBudget(prompts=4, samples=3, max_new_tokens=10, epochs=1, bat
 def test_train_objective_policies_gives_one_adapter_per_objective_and_its_compute(tiny, tiny_model_dir, tmp_path):
     objectives = load_objectives("conciseness,simplicity")
     prompts = PROMPTS + ["Write a short poem about the sea.", "Give me three tips for better sleep tonight."]
-    adapters = train_objective_policies(objectives, tmp_path, model=str(tiny_model_dir), budget=TINY_BUDGET,
-                                        prompts=prompts, progress=False)
+    adapters = train_objective_policies(objectives, tmp_path, trainer="dpo", model=str(tiny_model_dir),
+                                        budget=TINY_BUDGET, prompts=prompts, progress=False)
     assert list(adapters) == ["conciseness", "simplicity"]
     for folder in adapters.values():
         assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()

@@ -8,7 +8,7 @@ import pytest
 
 from paretoalign.interfaces.cli import main
 
-TRAIN_FLAGS = ["--train-prompts", "3", "--samples", "2", "--max-new-tokens", "8", "--epochs", "1"]
+TRAIN_FLAGS = ["--trainer", "dpo", "--train-prompts", "3", "--samples", "2", "--max-new-tokens", "8", "--epochs", "1"]
 
 
 def _run(capsys, argv):

@@ -154,8 +154,10 @@ def _finish_sweep(run) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import SweepPlan, run_sweep
 
-    plan = SweepPlan(objectives=args.objectives, methods=args.methods.split(","),
-                     preset=_preset_with_overrides(args), seed=args.seed, device=args.device, dtype=args.dtype)
+    preset = _preset_with_overrides(args)
+    methods = args.methods.split(",") if args.methods else list(preset.methods)
+    plan = SweepPlan(objectives=args.objectives, methods=methods, preset=preset, seed=args.seed, device=args.device,
+                     dtype=args.dtype)
     return _finish_sweep(run_sweep(plan, args.out, overwrite=args.overwrite))
 
 
@@ -266,9 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
         "and write results.json, front.png, kl.png and report.html.",
     )
     p.add_argument("--objectives", default=DEFAULT_OBJECTIVES, help="two or more objectives (default %(default)s)")
-    p.add_argument("--methods", default="base,prompting,best_of_n",
+    p.add_argument("--methods", default=None,
                    help="methods to sweep: base, prompting, best_of_n (instant) and ric, soups, morlhf, mod, mavis "
-                   "(trained first, sized by --preset) (default %(default)s)")
+                   "(trained first, sized by --preset) (default: the preset's; quick: base,prompting,best_of_n; "
+                   "full: all of them)")
     _add_sweep_flags(p, "runs/demo")
     p.set_defaults(func=cmd_demo)
 

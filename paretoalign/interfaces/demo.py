@@ -38,13 +38,16 @@ class DemoPreset:
     batch_size: int = 16
     budget: str = "quick"
     """How much trained methods (RiC, soups, MORLHF, MOD, MAVIS) train: "quick" or "full"."""
+    methods: tuple[str, ...] = ("base", "prompting", "best_of_n")
+    """What ``paretoalign demo`` sweeps when ``--methods`` is not given."""
 
 
 PRESETS: dict[str, DemoPreset] = {
     "quick": DemoPreset(fit_prompts=24, eval_prompts=10, samples_per_prompt=1, max_new_tokens=40,
                         points_per_axis=11, best_of_n=4),
     "full": DemoPreset(fit_prompts=128, eval_prompts=48, samples_per_prompt=2, max_new_tokens=96,
-                       points_per_axis=11, best_of_n=8, budget="full"),
+                       points_per_axis=11, best_of_n=8, budget="full",
+                       methods=("base", "prompting", "best_of_n", "ric", "soups", "morlhf", "mod", "mavis")),
 }
 
 

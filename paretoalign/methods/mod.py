@@ -203,7 +203,7 @@ def train_for_demo(
     methods share the same adapters. ``training_cost`` is that run's compute."""
     names = [objective.name for objective in objectives]
     adapters = finished_policies(workdir, names) or train_objective_policies(
-        objectives, workdir, model=model, budget=budget, seed=seed, progress=progress
+        objectives, workdir, trainer="dpo", model=model, budget=budget, seed=seed, progress=progress
     )
     policy = load_mod_policy(adapters=adapters, base=model)
     compute = read_compute(workdir)

@@ -102,7 +102,7 @@ def train_objective_policies(
     objectives: Sequence[Objective],
     workdir: str | os.PathLike,
     *,
-    trainer: str = "dpo",
+    trainer: str = "ppo",
     model: str | None = None,
     budget: str | SoupsBudget = "quick",
     prompts: Sequence[str] | None = None,
@@ -111,8 +111,9 @@ def train_objective_policies(
 ) -> dict[str, Path]:
     """Train one LoRA adapter per objective from ``model`` (default: the embedded model) into ``workdir``.
 
-    ``trainer="dpo"``: DPO on each objective's best-vs-worst pairs of shared base-model samples (cheap);
-    ``"ppo"``: PPO on each objective's normalized reward (fitted on the base's responses if missing).
+    ``trainer="ppo"`` (default, the paper's): PPO on each objective's normalized reward (fitted on the base's
+    responses if missing); ``"dpo"``: DPO on each objective's best-vs-worst pairs of shared base-model samples
+    (the cheap option the demo uses on a CPU).
     Returns ``{objective: adapter folder}`` and writes ``workdir/compute.json`` (generated tokens, trained
     tokens, wall time, budget, adapters, per-objective details). ``prompts`` default to the shipped train
     instructions.
@@ -401,11 +402,11 @@ def train_for_demo(
     seed: int = 0,
     progress: bool = True,
 ) -> SoupPolicy:
-    """Train one adapter per objective into ``workdir`` (or reload a finished run there) and return their soup,
-    with its ``training_cost``."""
+    """Train one adapter per objective into ``workdir`` by DPO, the CPU-cheap trainer (or reload a finished run
+    there) and return their soup, with its ``training_cost``."""
     adapters = finished_policies(workdir, [objective.name for objective in objectives])
     if adapters is None:
-        adapters = train_objective_policies(objectives, workdir, model=model, budget=budget, seed=seed,
+        adapters = train_objective_policies(objectives, workdir, trainer="dpo", model=model, budget=budget, seed=seed,
                                             progress=progress)
     compute = read_compute(workdir)
     base_model, tokenizer = load_model(model)
