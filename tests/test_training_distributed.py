@@ -50,3 +50,38 @@ def test_two_cpu_ranks_end_with_identical_weights(tiny_model_dir, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["num_processes"] == 2 and manifest["steps"] == 3
     assert manifest["trained_tokens"] > 0
+
+
+PPO_WORKER = """
+import sys
+from safetensors.torch import save_file
+from paretoalign.training.runner import config_for
+from paretoalign.training.rl.ppo import PPOTrainer
+
+config = config_for("ppo", sys.argv[2:])
+trainer = PPOTrainer(config, [{"prompt": f"Tell me about topic {i}."} for i in range(8)])
+trainer.train()
+weights = {n: p.detach().contiguous() for n, p in trainer.unwrapped_model.named_parameters() if p.requires_grad}
+save_file(weights, f"{sys.argv[1]}/rank{trainer.accelerator.process_index}.safetensors")
+"""
+
+
+def test_ppo_on_two_cpu_ranks_ends_with_identical_weights(tiny_model_dir, tmp_path):
+    """The RL loop under DDP: each rank makes its own experience, gradients are averaged, weights agree."""
+    script = tmp_path / "ppo_worker.py"
+    script.write_text(PPO_WORKER)
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [*torchrun(), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path),
+               "--model", str(tiny_model_dir), "--objectives", "conciseness", "--output-dir", str(out),
+               "--batch-size", "2", "--minibatch-size", "2", "--max-new-tokens", "4", "--max-steps", "2",
+               "--norm-prompts", "4", "--lr", "1e-2", "--lora-r", "4", "--device", "cpu", "--no-progress"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    assert rank0.keys() == rank1.keys() and rank0
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    assert any(torch.count_nonzero(t) for n, t in rank0.items() if "lora_B" in n), "the adapter never trained"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_processes"] == 2 and manifest["steps"] == 2
