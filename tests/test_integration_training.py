@@ -3,8 +3,9 @@
 - DPO on conciseness-labelled pairs shortens answers on eval prompts: ``examples/dpo_concise.py`` with
   fewer prompts and steps, asserting the same effect (DPO mean words / base mean words < 0.9).
 - A reward model trained on friendliness-labelled pairs, saved and loaded back as an objective, orders
-  its own training pairs as friendliness does. The held-out >= 0.8 claim is the full run of
-  ``examples/reward_model_friendliness.py``, too long for the test suite on CPU.
+  held-out pairs (from eval-split prompts, labelled the same way) as friendliness does, >= 0.8:
+  ``examples/reward_model_friendliness.py`` with shorter responses (the longest test here: fewer
+  prompts fell below 0.8).
 """
 
 from __future__ import annotations
@@ -51,12 +52,8 @@ def test_dpo_on_concise_pairs_shortens_answers(tmp_path):
     assert ratio < 0.9
 
 
-def test_reward_model_learns_its_friendliness_pairs_and_loads_as_objective(tmp_path):
-    script = example("reward_model_friendliness")
-    args = script.parse_args(["--max-new-tokens", "24", "--epochs", "6", "--lr", "1e-3", "--threads", "1"])
-    torch.set_num_threads(args.threads)
-    prompts = [record.prompt for record in script.load_prompts("instructions", "train")[:16]]
-    (pairs,) = script.label_pairs([prompts], args)
-    assert len(pairs) >= 12 and all(pair.objective == "friendliness" and pair.margin > 0 for pair in pairs)
-    result = script.train_reward_model(pairs, pairs, args, tmp_path / "rm")
-    assert script.pair_correct(result.model_dir, pairs).mean() >= 0.8
+def test_reward_model_orders_held_out_friendliness_pairs(tmp_path):
+    accuracy = example("reward_model_friendliness").main([
+        "--max-new-tokens", "24", "--threads", "1", "--pairs-cache", "", "--output-dir", str(tmp_path / "rm"),
+    ])
+    assert accuracy >= 0.8
