@@ -52,6 +52,7 @@ def test_dpo_on_concise_pairs_shortens_answers(tmp_path):
     assert ratio < 0.9
 
 
+@pytest.mark.slow
 def test_reward_model_orders_held_out_friendliness_pairs(tmp_path):
     accuracy = example("reward_model_friendliness").main([
         "--max-new-tokens", "24", "--threads", "1", "--pairs-cache", "", "--output-dir", str(tmp_path / "rm"),

@@ -11,7 +11,7 @@ import torch
 from accelerate.state import AcceleratorState
 from test_integration_training import example
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_quick_ric_run_steers_towards_the_preferred_objective(tmp_path):
