@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     clock = time.perf_counter()
     overrides = {"prompts": args.train_prompts, "max_new_tokens": args.sample_tokens, "epochs": args.epochs}
     budget = replace(resolve_budget(args.budget), **{k: v for k, v in overrides.items() if v is not None})
-    adapters = train_objective_policies(objectives, workdir, budget=budget, seed=args.seed)
+    adapters = train_objective_policies(objectives, workdir, trainer="dpo", budget=budget, seed=args.seed)
     trained = time.perf_counter()
     prompts = [record.prompt for record in load_prompts("instructions", "eval")[: args.eval_prompts]]
     config = GenerationConfig(max_new_tokens=args.eval_tokens, temperature=0.7, seed=args.seed + 1, batch_size=16)
