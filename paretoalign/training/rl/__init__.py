@@ -4,6 +4,6 @@
 into a loss. Trainer modules are imported on first use by ``training.runner``.
 """
 
-from .experience import Experience, ExperienceMaker, action_logprobs
+from .experience import Experience, ExperienceMaker
 
-__all__ = ["Experience", "ExperienceMaker", "action_logprobs"]
+__all__ = ["Experience", "ExperienceMaker"]

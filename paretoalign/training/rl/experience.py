@@ -162,17 +162,6 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logprobs.exp() * logprobs).sum(dim=-1)
 
 
-def action_logprobs(
-    model: torch.nn.Module, sequences: torch.Tensor, attention_mask: torch.Tensor, action_mask: torch.Tensor
-) -> torch.Tensor:
-    """log π(token | context) of each of the A response tokens under ``model`` (B, A), 0 on padding.
-
-    Differentiable (trainers call it with gradients on); ``sequences`` follow the Experience layout.
-    """
-    hidden = action_hidden_states(model, sequences, attention_mask, action_mask.shape[1])
-    return logprobs_from_hidden(model, hidden, sequences, action_mask)
-
-
 def logprobs_from_hidden(
     model: torch.nn.Module, hidden: torch.Tensor, sequences: torch.Tensor, action_mask: torch.Tensor
 ) -> torch.Tensor:

@@ -24,12 +24,11 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
     return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """``values`` scaled to unit variance (and zero mean unless ``shift_mean=False``) over masked entries."""
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``values`` shifted to zero mean and scaled to unit variance over the masked entries."""
     mean = masked_mean(values, mask)
     variance = masked_mean((values - mean) ** 2, mask)
-    whitened = (values - mean) * torch.rsqrt(variance + 1e-8)
-    return (whitened if shift_mean else whitened + mean) * mask
+    return (values - mean) * torch.rsqrt(variance + 1e-8) * mask
 
 
 def last_token_index(mask: torch.Tensor) -> torch.Tensor:

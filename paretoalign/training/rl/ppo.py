@@ -272,10 +272,12 @@ class PPOTrainer(Trainer):
     # ------------------------------------------------------------ one iteration
 
     def generation_config(self, seed: int) -> GenerationConfig:
-        """Untruncated sampling at the rollout temperature, seeded."""
+        """Untruncated sampling at the rollout temperature, seeded, with the run's system prompt (so the
+        normalization statistics are fitted on the same prompts the rollouts see)."""
         config = self.config
         return GenerationConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_k=0,
-                                top_p=1.0, seed=seed, batch_size=config.forward_batch_size)
+                                top_p=1.0, seed=seed, batch_size=config.forward_batch_size,
+                                system_prompt=config.system_prompt)
 
     def iteration_seed(self, salt: int = 0) -> int:
         """A seed for this iteration on this rank, so a resumed run draws what an uninterrupted one does."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -232,7 +232,7 @@ class ReinforceLagTrainer(PPOTrainer):
         config = self.config
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         prompts = [example["prompt"] for example in self.safety_examples[rank::world]]
-        generation = replace(self.generation_config(config.seed + 1), system_prompt=config.system_prompt)
+        generation = self.generation_config(config.seed + 1)
         responses = generate(self.actor_critic.policy, self.tokenizer, prompts, generation) if prompts else []
         costs = checked_scores(self.cost, prompts, [r.text for r in responses], config.score_batch_size)
         everyone = gather_object(costs.tolist()) if world > 1 else costs.tolist()
