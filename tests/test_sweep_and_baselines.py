@@ -168,6 +168,14 @@ def test_trained_methods_share_policies_and_a_rerun_reloads_them(tiny_model_dir,
     rewards = [[p["rewards"] for p in run["methods"]["soups"]["points"]] for run in (results, rerun)]
     assert rewards[0] == rewards[1]  # same adapters, same seeds, same answers
 
+    compute = out / "methods" / "objective_policies" / "compute.json"
+    before = compute.read_text()
+    other = tmp_path / "other-seed"
+    assert main(["eval", str(out), "--out", str(other), "--points", "3", "--max-new-tokens", "8",
+                 "--eval-prompts", "3", "--dtype", "float32", "--seed", "1"]) == 0
+    assert (other / "methods" / "objective_policies" / "compute.json").is_file()  # trained anew, in the new run
+    assert compute.read_text() == before  # the first run's artifacts are untouched
+
 
 def test_eval_bad_input_is_one_line_exit_2(tiny_model_dir, tmp_path, capsys):
     empty = tmp_path / "empty.jsonl"

@@ -173,13 +173,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         previous = RunDirectory.open(args.target).manifest
         if "plan" not in previous:
             raise ConfigError(f"run directory {args.target!r} holds no evaluable policy (method {previous.get('method')!r})")
-        methods, model, artifacts = previous["plan"]["methods"], previous["plan"]["model"], args.target
+        methods, model = previous["plan"]["methods"], previous["plan"]["model"]
         if not objectives:  # same objectives: reuse the stored scale so the fronts stay comparable
             objectives, stats = previous["plan"]["objectives"], previous.get("normalization")
-    plan = SweepPlan(objectives=objectives or DEFAULT_OBJECTIVES, methods=methods, preset=_preset_with_overrides(args),
+    preset = _preset_with_overrides(args)
+    if artifacts is None and stats is not None and _same_training(previous["plan"], preset.budget, args.seed):
+        artifacts = args.target  # trained methods reload the run's artifacts (never retrained into it)
+    plan = SweepPlan(objectives=objectives or DEFAULT_OBJECTIVES, methods=methods, preset=preset,
                      model=model, prompts_file=args.prompts, seed=args.seed, device=args.device, dtype=args.dtype,
                      artifacts_from=artifacts)
     return _finish_sweep(run_sweep(plan, args.out, overwrite=args.overwrite, stats=stats))
+
+
+def _same_training(plan: dict, budget: str, seed: int) -> bool:
+    """True when a previous sweep trained its methods as this one would (same budget and seed)."""
+    return plan.get("preset", {}).get("budget", "quick") == budget and plan.get("seed") == seed
 
 
 def _add_sweep_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
@@ -212,16 +220,7 @@ def run_recipe_command(name: str, argv: Sequence[str]) -> int:
     """Hand ``paretoalign NAME ...`` to the recipe's own sub-program."""
     from importlib import import_module
 
-    from ..core.errors import ConfigError
-
-    module_name = RECIPE_COMMANDS[name][0]
-    try:
-        module = import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        raise ConfigError(f"'paretoalign {name}' is not available in this version") from None
-    return module.main(list(argv))
+    return import_module(RECIPE_COMMANDS[name][0]).main(list(argv))
 
 
 def build_parser() -> argparse.ArgumentParser:

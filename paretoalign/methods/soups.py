@@ -12,7 +12,6 @@ per preference.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import re
@@ -42,7 +41,6 @@ from .pairs import best_worst_pairs
 
 METHOD_NAME = "soups"
 TRAINER_KINDS = ("dpo", "ppo")
-PPO_MODULE = "paretoalign.training.rl.ppo"
 COMPUTE_FILE = "compute.json"
 POLICIES_DIR = "policies"
 
@@ -155,8 +153,6 @@ def check_trainer(trainer: str) -> None:
     """Raise ConfigError unless ``trainer`` is a single-objective trainer the soups recipe can use here."""
     if trainer not in TRAINER_KINDS:
         raise ConfigError(f"unknown soups trainer {trainer!r}; use one of {', '.join(TRAINER_KINDS)}")
-    if trainer == "ppo" and importlib.util.find_spec(PPO_MODULE) is None:
-        raise ConfigError("soups trainer 'ppo' is not available in this version; use the trainer dpo")
 
 
 def finished_policies(workdir: str | os.PathLike, objectives: Sequence[str]) -> dict[str, Path] | None:
