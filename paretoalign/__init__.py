@@ -59,6 +59,17 @@ _EXPORTS = {
     "kl_to_reference": "paretoalign.generation",
     # training
     "run_training": "paretoalign.training",
+    # methods: steerable policies and the one call that trains any recipe for a sweep
+    "build_policy": "paretoalign.methods",
+    "train_policy": "paretoalign.methods",
+    "RiCPolicy": "paretoalign.methods.ric",
+    "SoupPolicy": "paretoalign.methods.soups",
+    "MODPolicy": "paretoalign.methods.mod",
+    "MAVISPolicy": "paretoalign.methods.mavis",
+    "MORLHFPolicy": "paretoalign.methods.morlhf",
+    # evaluation
+    "weight_grid": "paretoalign.evaluation",
+    "evaluate": "paretoalign.evaluation",
 }
 
 __all__ = ["__version__", *_EXPORTS]
