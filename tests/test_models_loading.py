@@ -91,6 +91,14 @@ def test_folder_with_only_pickled_weights_is_refused(tiny_model_dir, tmp_path):
         load_model(folder)
 
 
+def test_corrupt_safetensors_is_a_one_line_load_error(tiny_model_dir, tmp_path):
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "corrupt")
+    (folder / "model.safetensors").write_bytes(b"truncated")
+    with pytest.raises(ModelLoadError, match=r"cannot load model '.*corrupt'.*save_pretrained") as raised:
+        load_model(folder)
+    assert "\n" not in str(raised.value)
+
+
 def test_adapter_folder_and_plain_files_are_refused_with_a_hint(tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()

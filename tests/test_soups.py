@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from paretoalign.core.errors import ConfigError, UnknownObjectiveError
+from paretoalign.core.errors import ConfigError, ModelLoadError, UnknownObjectiveError
 from paretoalign.core.preference import Preference
 from paretoalign.generation import GenerationConfig, generate
 from paretoalign.methods.soups import (
@@ -178,6 +178,14 @@ def test_full_models_of_another_architecture_are_refused(tiny, tiny_model_dir, w
     with pytest.raises(ConfigError, match=r"model for 'b' \('.*wider.*': LlamaForCausalLM, 2 layers, hidden size 48\) "
                                           r"and the base '.*tiny-llama.*' \(.*hidden size 32\) have different architectures"):
         SoupPolicy(_base(tiny_model_dir), tiny[1], {"a": tiny_model_dir, "b": wider_model_dir})
+
+
+def test_a_broken_full_model_folder_is_a_one_line_load_error(tiny, tiny_model_dir, tmp_path):
+    broken = shutil.copytree(tiny_model_dir, tmp_path / "broken")
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelLoadError) as raised:
+        SoupPolicy(_base(tiny_model_dir), tiny[1], {"a": tiny_model_dir, "b": broken})
+    assert "broken" in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_a_model_with_another_tokenizer_is_refused(tiny, tiny_model_dir, adapter_dirs, tmp_path):

@@ -33,6 +33,7 @@ from ..core.runtime import choose_device, choose_dtype, set_seed
 from ..data import load_prompts
 from ..generation import GenerationConfig, Response, generate
 from ..models import interpolate_models, load_model, merge_lora_deltas, resolve_model_spec, set_active_adapter
+from ..models.loading import load_pretrained_model
 from ..models.lora import ADAPTER_CONFIG, AdapterFreeModel, check_tokenizers, load_adapters
 from ..models.interpolation import MERGE_MODES, MergeMode
 from ..objectives.base import Objective
@@ -376,13 +377,14 @@ def _load_full_models(base_model: torch.nn.Module, folders: Mapping[str, Path]) 
     expected, base_name = _layout(base_model), getattr(base_model, "name_or_path", "") or "the base model"
     members = []
     for objective, folder in folders.items():
-        member = AutoModelForCausalLM.from_pretrained(folder, dtype=base_model.dtype, use_safetensors=True)
+        member = load_pretrained_model(AutoModelForCausalLM, "folder", str(folder), dtype=base_model.dtype,
+                                       device=base_model.device)
         if _layout(member) != expected:
             raise ConfigError(
                 f"the model for {objective!r} ('{folder}': {_describe(member)}) and the base '{base_name}' "
                 f"({_describe(base_model)}) have different architectures; a soup merges models of one architecture"
             )
-        members.append(member.to(base_model.device).eval())
+        members.append(member)
     return members
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import torch
 from huggingface_hub.utils import HFValidationError, validate_repo_id
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from paretoalign.core.errors import ModelLoadError
@@ -81,10 +82,11 @@ def _check_model_folder(path: Path) -> None:
 
 
 def call_from_pretrained(loader: Callable[..., Any], kind: SourceKind, where: str, **kwargs: Any) -> Any:
-    """Call a ``from_pretrained`` and turn its OSError/ValueError into a one-line ModelLoadError."""
+    """Call a ``from_pretrained`` and turn its OSError/ValueError (or a corrupt safetensors file) into a
+    one-line ModelLoadError."""
     try:
         return loader(where, **kwargs)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         hint = (
             "check the hub id, or download it while online (offline runs read only the local HF cache)"
             if kind == "hub"
