@@ -76,6 +76,8 @@ def test_train_for_demo_trains_once_then_reloads(tiny_model_dir, tmp_path):
     stamp = (workdir / "manifest.json").stat().st_mtime_ns
     again = train_for_demo(objectives, workdir, threshold=1000.0, **options)
     assert (workdir / "manifest.json").stat().st_mtime_ns == stamp and again.safety == policy.safety
+    with pytest.raises(ConfigError, match=r"another threshold \(1000\.0, not 5\.0\)"):
+        train_for_demo(objectives, workdir, threshold=5.0, **options)
     with pytest.raises(TrainingError, match=NO_SOLUTION):
         train_for_demo(objectives, tmp_path / "strict", threshold=-1.0, **options)
 

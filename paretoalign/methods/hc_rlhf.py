@@ -20,11 +20,12 @@ from ..core.rundir import RunDirectory, is_run_dir
 from ..data import load_prompts
 from ..generation import BasePolicy
 from ..models import load_adapter, load_model
+from ..models.lora import AdapterFreeModel
 from ..objectives import Objective
+from ..training.config import resume_mismatch
 from ..training.rl.high_confidence import NO_SOLUTION, SafetyTestResult
 from ..training.rl.reinforce import UNSAFE_MODEL, ReinforceLagConfig
 from ..training.runner import run_training
-from ..models.lora import AdapterFreeModel
 
 METHOD_NAME = "hc_rlhf"
 TRAINER_KIND = "reinforce-lag"
@@ -113,6 +114,15 @@ def demo_config(workdir: Path, objectives: Sequence[Objective], budget: HCBudget
     )
 
 
+def _check_same_settings(workdir: Path, config: ReinforceLagConfig) -> None:
+    """Refuse to reuse a finished run trained with other settings (objectives, threshold, budget, seed...)."""
+    saved = RunDirectory.open(workdir).manifest.get("config", {})
+    changed = resume_mismatch(saved, config.to_dict())
+    if changed:
+        raise ConfigError(f"'{workdir}' holds an hc_rlhf run trained with another {changed} "
+                          f"({saved.get(changed)!r}, not {getattr(config, changed, None)!r}); use another folder")
+
+
 def train_for_demo(
     objectives: Sequence[Objective],
     workdir: Path,
@@ -126,11 +136,13 @@ def train_for_demo(
     """Train HC-RLHF on the equal-weight reward of ``objectives`` under ``length_cost <= threshold`` into
     ``workdir`` (or reload a finished run there); TrainingError when the safety test finds no solution.
     ``budget``: a preset name or an :class:`HCBudget`."""
-    if not is_run_dir(workdir):
-        settings = resolve_budget(budget)
+    settings = resolve_budget(budget)
+    config = demo_config(Path(workdir), objectives, settings, model=model, seed=seed, progress=progress,
+                         threshold=threshold)
+    if is_run_dir(workdir):
+        _check_same_settings(Path(workdir), config)
+    else:
         prompts = [{"prompt": r.prompt} for r in load_prompts("instructions", "train")[: settings.prompts]]
-        config = demo_config(Path(workdir), objectives, settings, model=model, seed=seed, progress=progress,
-                             threshold=threshold)
         run_training(TRAINER_KIND, config, train_data=prompts, objectives=list(objectives))
     safety = safety_report(workdir)
     if not safety.passed:
