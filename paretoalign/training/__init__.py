@@ -1,4 +1,5 @@
-"""Layer 6: training: losses, log-probabilities, and the trainers that share one accelerate loop."""
+"""Layer 6: training: losses, log-probabilities, and the trainers that share one accelerate loop (SFT, score
+models, the DPO family, and the RL trainers on one experience maker: PPO, MORLHF, PPO-Lag, REINFORCE-Lag)."""
 
 from .logprobs import response_logprobs
 from .losses import (
@@ -30,6 +31,9 @@ from .dpo import DPOTrainer
 from .runner import TRAINERS, add_training_arguments, config_for, run_training
 from .score import CostModelTrainer, RewardModelTrainer, ValueModelTrainer, as_objective
 from .sft import SFTTrainer
+from .rl.lagrangian import PPOLagConfig, PPOLagTrainer
+from .rl.ppo import MORLHFConfig, MORLHFTrainer, PPOConfig, PPOTrainer
+from .rl.reinforce import ReinforceLagConfig, ReinforceLagTrainer
 
 __all__ = [
     "TRAINERS",
@@ -38,6 +42,14 @@ __all__ = [
     "DPOConfig",
     "DPOTrainer",
     "DataReport",
+    "MORLHFConfig",
+    "MORLHFTrainer",
+    "PPOConfig",
+    "PPOLagConfig",
+    "PPOLagTrainer",
+    "PPOTrainer",
+    "ReinforceLagConfig",
+    "ReinforceLagTrainer",
     "RewardModelConfig",
     "RewardModelTrainer",
     "SFTConfig",
