@@ -38,7 +38,8 @@ RECIPE_COMMANDS = {
 raise ``ParetoAlignError`` (turned into one line here)."""
 
 
-def _add_generation_flags(parser: argparse.ArgumentParser, max_new_tokens: int = 64) -> None:
+def add_generation_flags(parser: argparse.ArgumentParser, max_new_tokens: int = 64) -> None:
+    """Sampling flags shared by every command that generates (generate, mod/mavis decode, soups generate)."""
     group = parser.add_argument_group("generation")
     group.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="tokens to generate (default %(default)s)")
     group.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 = greedy (default %(default)s)")
@@ -47,7 +48,8 @@ def _add_generation_flags(parser: argparse.ArgumentParser, max_new_tokens: int =
     group.add_argument("--seed", type=int, default=0, help="random seed; same seed, same output (default %(default)s)")
 
 
-def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """--model, --device and --dtype, shared by every command that loads a base model."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
@@ -58,7 +60,8 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default %(default)s)")
 
 
-def _generation_config(args: argparse.Namespace, **overrides):
+def generation_config_from_args(args: argparse.Namespace, **overrides):
+    """A checked GenerationConfig from the flags of :func:`add_generation_flags` (temperature 0 = greedy)."""
     from ..core.errors import ConfigError
     from ..generation import GenerationConfig
 
@@ -98,7 +101,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     preference = None
     if args.preference:
         preference = Preference.parse(args.preference, known=INSTRUCTIONS, normalize=args.normalize_weights)
-    config = _generation_config(args, system_prompt=args.system)
+    config = generation_config_from_args(args, system_prompt=args.system)
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     method = "prompting" if preference is not None else "base"
     (response,) = build_policy(method, model, tokenizer, []).generate([args.prompt], preference, config)
@@ -243,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preference", default=None,
                    help="steer the answer by prompting, e.g. simplicity=0.7,informativeness=0.3 (weights sum to 1)")
     p.add_argument("--normalize-weights", action="store_true", help="rescale --preference weights to sum to 1")
-    _add_model_flags(p)
-    _add_generation_flags(p, max_new_tokens=128)
+    add_model_flags(p)
+    add_generation_flags(p, max_new_tokens=128)
     p.set_defaults(func=cmd_generate)
 
     p = commands.add_parser(

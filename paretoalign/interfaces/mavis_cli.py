@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.errors import ConfigError
-from .cli import _add_generation_flags, _add_model_flags, _generation_config
+from .cli import add_generation_flags, add_model_flags, generation_config_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +93,7 @@ def _add_collect_parser(commands: argparse._SubParsersAction) -> None:
     _add_tree_flags(p)
     _add_guidance_flags(p)
     p.add_argument("--top-k", type=int, default=40, help="reference candidates scored per step (default %(default)s)")
-    _add_model_flags(p)
+    add_model_flags(p)
     p.set_defaults(func=cmd_collect)
 
 
@@ -110,8 +110,8 @@ def _add_decode_parser(commands: argparse._SubParsersAction) -> None:
                    help="with --beams: keep this many finished beams and answer with the one the value models "
                    "rate highest (default %(default)s)")
     _add_guidance_flags(p)
-    _add_model_flags(p)
-    _add_generation_flags(p, max_new_tokens=128)
+    add_model_flags(p)
+    add_generation_flags(p, max_new_tokens=128)
     p.set_defaults(func=cmd_decode, top_k=40)  # --top-k: the reference candidates scored per step
 
 
@@ -211,7 +211,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     folders = _value_model_folders(args.value_model)
     preference = Preference.parse(args.preference, known=folders, normalize=args.normalize_weights)
-    config = _generation_config(args)
+    config = generation_config_from_args(args)
     guidance = _guidance(args)
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     policy = MAVISPolicy(model, tokenizer, folders, beta=guidance.beta, top_k=guidance.top_k,

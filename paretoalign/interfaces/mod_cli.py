@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Sequence
 
 from ..core.errors import ConfigError
-from .cli import _add_generation_flags, _add_model_flags, _generation_config
+from .cli import add_generation_flags, add_model_flags, generation_config_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="beam search over the fused score with this many beams; 1 samples (default %(default)s)")
     p.add_argument("--length-penalty", type=float, default=1.0,
                    help="with --beams: rank beams by score / length**this (default %(default)s)")
-    _add_model_flags(p)
-    _add_generation_flags(p, max_new_tokens=128)
+    add_model_flags(p)
+    add_generation_flags(p, max_new_tokens=128)
     p.set_defaults(func=cmd_decode)
     return parser
 
@@ -70,7 +70,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     preference = Preference.parse(args.preference, known=adapters or models, normalize=args.normalize_weights)
     if args.beams < 1:
         raise ConfigError(f"--beams must be >= 1, got {args.beams}")
-    config = _generation_config(args)
+    config = generation_config_from_args(args)
     policy = load_mod_policy(
         adapters=adapters, models=models, base=args.model, dtype=args.dtype, device=args.device, divergence=args.divergence,
         alpha=args.alpha, beams=args.beams, length_penalty=args.length_penalty,

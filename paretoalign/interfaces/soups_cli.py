@@ -13,7 +13,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..core.errors import ConfigError
-from .cli import _add_generation_flags, _generation_config
+from .cli import add_generation_flags, generation_config_from_args
 
 BUDGET_FLAGS = {"train_prompts": "prompts", "samples": "samples", "max_new_tokens": "max_new_tokens",
                 "epochs": "epochs", "lr": "lr"}
@@ -73,7 +73,7 @@ def _add_generate_parser(commands: argparse._SubParsersAction) -> None:
                    help="delta: W0 + sum w_k dW_k, the interpolation; average_ab: average A and B separately (default %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default %(default)s)")
-    _add_generation_flags(p, max_new_tokens=128)
+    add_generation_flags(p, max_new_tokens=128)
     p.set_defaults(func=cmd_generate)
 
 
@@ -129,7 +129,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                           "give a directory written by 'paretoalign soups train'")
     adapters = {name: Path(run.path) / relative for name, relative in run.manifest["adapters"].items()}
     preference = Preference.parse(args.preference, known=adapters, normalize=args.normalize_weights)
-    config = _generation_config(args)
+    config = generation_config_from_args(args)
     model, tokenizer = load_model(run.manifest["base_model"], dtype=args.dtype, device=args.device)
     policy = SoupPolicy(model, tokenizer, adapters, mode=args.mode)
     responses = policy.generate(args.prompt, preference, config)
