@@ -21,7 +21,7 @@ def test_objectives_lists_every_builtin(capsys):
         assert f"\n{name} " in f"\n{out}"
 
 
-def test_score_adds_raw_scores_and_writes_atomically(capsys, tmp_path):
+def test_score_adds_oriented_scores_and_writes_atomically(capsys, tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text(
         json.dumps({"prompt": "Why is the sky blue?", "response": "Air scatters blue light. It is lovely!"}) + "\n"
@@ -32,7 +32,7 @@ def test_score_adds_raw_scores_and_writes_atomically(capsys, tmp_path):
                                  "--output", str(target)])
     assert code == 0 and "scored 2 responses" in err
     rows = [json.loads(line) for line in target.read_text().splitlines()]
-    assert rows[0]["scores"]["conciseness"] == 7 and rows[1]["scores"]["conciseness"] == 3
+    assert rows[0]["scores"]["conciseness"] == -7 and rows[1]["scores"]["conciseness"] == -3
     assert rows[0]["scores"]["friendliness"] > 0
 
 

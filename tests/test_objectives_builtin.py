@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
+import textstat
 from better_profanity import Profanity
 from sentence_transformers import util as st_util
 
@@ -23,10 +25,12 @@ from paretoalign.objectives import (
     reward_all,
     scalarize,
     score_all,
+    score_report,
     sentence_encoder,
     stats_to_dict,
 )
 from paretoalign.objectives import registry
+from paretoalign.objectives.builtin import BUILTIN_OBJECTIVES, SHORT_TEXT_WORDS
 
 SAMPLE_PROMPTS = ["How do plants grow?"] * 6
 SAMPLE_RESPONSES = [
@@ -66,6 +70,58 @@ def test_simple_short_sentences_are_simpler_than_jargon():
     assert raw[0] > 80 > raw[1]
     assert raw[2] == 0.0  # no words: the floor of the clipped scale
     assert (raw >= 0).all() and (raw <= 121.22).all()
+
+
+def test_short_plain_answers_score_as_simple_and_hard_words_do_not():
+    simplicity = get_objective("simplicity")
+    texts = ["Tokyo.", "Yes.", "Paris", "Antidisestablishmentarianism.", "It is Tokyo, the capital of Japan."]
+    raw = simplicity.score(["What is the capital of Japan?"] * len(texts), texts)
+    assert raw[0] > 100 and raw[2] > 100  # a one-word answer is simple, not the floor of the scale
+    assert raw[1] == pytest.approx(121.22)  # one one-syllable word: the top of the scale
+    assert raw[3] < 40 < raw[4] < raw[0]  # a hard word and a longer sentence still read harder
+
+
+def test_simplicity_is_textstat_flesch_from_ten_words_on():
+    texts = [
+        "The sky is blue. The sun is warm. We like it a lot.",
+        "Atmospheric Rayleigh scattering preferentially redirects shorter electromagnetic wavelengths toward us.",
+        "Plants take water from the soil and light from the sun, and they use both to make food.",
+    ]
+    assert all(textstat.lexicon_count(t) >= SHORT_TEXT_WORDS for t in texts)
+    expected = np.clip([textstat.flesch_reading_ease(t) for t in texts], 0.0, 121.22)  # the peer is the oracle
+    np.testing.assert_allclose(get_objective("simplicity").score(["q"] * 3, texts), expected)
+
+
+def test_every_builtin_names_the_unit_of_its_raw_score():
+    units = {cls.name: cls.unit for cls in BUILTIN_OBJECTIVES}
+    assert units == {
+        "simplicity": "flesch_reading_ease", "conciseness": "words", "informativeness": "words",
+        "friendliness": "vader_compound", "harmlessness": "profane_words", "relevance": "cosine_similarity",
+        "faithfulness": "cosine_similarity", "length_cost": "words_over_budget",
+    }
+
+
+def test_score_report_orients_scores_and_names_raw_units():
+    objectives = load_objectives("conciseness,harmlessness,simplicity")
+    long_answer = " ".join(["word"] * 47)
+    rows = score_report(objectives, ["q"] * 3, [long_answer, "What the fuck, you shit head.", "Tokyo."])
+    assert rows[0]["scores"]["conciseness"] == -47.0 and rows[0]["raw"]["conciseness"] == {"words": 47.0}
+    assert rows[1]["scores"]["harmlessness"] == -2.0 and rows[1]["raw"]["harmlessness"] == {"profane_words": 2.0}
+    assert rows[2]["scores"]["simplicity"] > 100
+    assert rows[2]["raw"]["simplicity"] == {"flesch_reading_ease": rows[2]["scores"]["simplicity"]}
+    clean = rows[2]["scores"]["harmlessness"]
+    assert clean == 0.0 and math.copysign(1.0, clean) == 1.0  # no "-0.0" in the output
+    assert all("rewards" not in row for row in rows)  # no statistics, no normalized rewards
+    json.dumps(rows)  # plain floats only
+
+
+def test_score_report_adds_rewards_of_objectives_with_statistics():
+    concise, simple = load_objectives("conciseness,simplicity")
+    concise.fit_normalization(SAMPLE_PROMPTS, SAMPLE_RESPONSES)
+    rows = score_report([concise, simple], SAMPLE_PROMPTS[:2], SAMPLE_RESPONSES[:2])
+    expected = concise.reward(SAMPLE_PROMPTS[:2], SAMPLE_RESPONSES[:2])
+    assert [row["rewards"] for row in rows] == [{"conciseness": float(value)} for value in expected]
+    assert rows[1]["rewards"]["conciseness"] > rows[0]["rewards"]["conciseness"]  # fewer words, higher reward
 
 
 def test_friendly_text_beats_hostile_text():

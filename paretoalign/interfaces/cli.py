@@ -111,20 +111,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from ..data import ScoredResponse, read_jsonl, write_jsonl
-    from ..objectives import load_objectives, score_all
+    from ..objectives import load_objectives, score_report
 
     objectives = load_objectives(args.objectives)
     records = read_jsonl(args.input, ScoredResponse)
-    scores = score_all(objectives, [r.prompt for r in records], [r.response for r in records])
-    for index, record in enumerate(records):
-        record.scores.update({name: float(values[index]) for name, values in scores.items()})
+    report = score_report(objectives, [r.prompt for r in records], [r.response for r in records])
+    rows = []
+    for record, scored in zip(records, report):
+        record.scores.update(scored["scores"])
+        extras = {}
+        for key in ("rewards", "raw"):  # a rescored file keeps the other objectives' entries
+            earlier = record.meta.pop(key) if isinstance(record.meta.get(key), dict) else {}
+            extras[key] = {**earlier, **scored.get(key, {})}
+        rows.append({**record.to_dict(), **{key: value for key, value in extras.items() if value}})
     if args.output:
-        write_jsonl(args.output, records)
+        write_jsonl(args.output, rows)
         names = ", ".join(o.name for o in objectives)
         print(f"scored {len(records)} responses on {names} -> {args.output}", file=sys.stderr)
     else:
-        for record in records:
-            print(json.dumps(record.to_dict(), ensure_ascii=False))
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
     return 0
 
 
@@ -254,7 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
         "score",
         help="score prompt/response pairs from a JSONL file",
         description="Score each line {\"prompt\": ..., \"response\": ...} of a JSONL file with the given "
-        "objectives; raw scores are added under \"scores\".",
+        "objectives and write it back as a scored record with, per objective: \"scores\" oriented so higher "
+        "is better (raw x direction: 47 words give conciseness -47, 2 profane words harmlessness -2); "
+        "\"raw\" the measurement with its unit ({\"conciseness\": {\"words\": 47}}); and \"rewards\" the "
+        "normalized reward when normalization statistics are known (Python API: objectives.score_report). "
+        "Scoring a scored file again adds to these fields.",
     )
     p.add_argument("--objectives", required=True, help="comma-separated objective names, e.g. simplicity,relevance")
     p.add_argument("--input", required=True, help="JSONL file with prompt and response fields")

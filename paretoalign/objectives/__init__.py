@@ -37,6 +37,7 @@ from .registry import (
     reward_all,
     scalarize,
     score_all,
+    score_report,
     stats_to_dict,
 )
 
@@ -72,6 +73,7 @@ __all__ = [
     "reward_all",
     "scalarize",
     "score_all",
+    "score_report",
     "sentence_encoder",
     "stats_to_dict",
 ]

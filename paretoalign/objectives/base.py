@@ -44,14 +44,16 @@ class NormStats:
 class Objective(ABC):
     """A named, batched scorer of (prompt, response) pairs.
 
-    ``score`` returns raw values (e.g. a word count); ``direction`` is +1 when higher raw is better and
-    -1 when lower is better (costs, lengths for conciseness). ``reward`` returns the normalized,
-    direction-corrected value that every method maximizes.
+    ``score`` returns raw values in ``unit`` (e.g. ``words``); ``direction`` is +1 when higher raw is
+    better and -1 when lower is better (costs, lengths for conciseness). ``orient`` gives raw × direction
+    (higher is better, what users read); ``reward`` the normalized, direction-corrected value that every
+    method maximizes.
     """
 
     name: str = ""
     description: str = ""
     direction: int = 1
+    unit: str = "score"
 
     def __init__(self) -> None:
         self.stats: NormStats | None = None
@@ -64,14 +66,17 @@ class Objective(ABC):
         self.stats = NormStats.fit(self.score(prompts, responses), source)
         return self.stats
 
+    def orient(self, raw: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Raw scores × direction, so higher is better in every objective (0 stays 0, never -0)."""
+        return self.direction * np.asarray(raw, dtype=np.float64) + 0.0
+
     def normalize(self, raw: Sequence[float] | np.ndarray) -> np.ndarray:
         if self.stats is None:
             raise ConfigError(
                 f"objective {self.name!r} has no normalization statistics; fit them first "
                 "(fit_normalization) or load them from a run manifest"
             )
-        raw = np.asarray(raw, dtype=np.float64)
-        return self.direction * (raw - self.stats.mean) / self.stats.std
+        return self.orient(np.asarray(raw, dtype=np.float64) - self.stats.mean) / self.stats.std
 
     def reward(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         return self.normalize(self.score(prompts, responses))

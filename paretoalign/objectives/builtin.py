@@ -1,8 +1,9 @@
 """Built-in text objectives that run offline on a CPU: readability, length, tone, profanity, and
 embedding similarity with all-MiniLM-L6-v2.
 
-Every scorer is batched. Raw scores keep their natural units (Flesch points, words, VADER compound,
-profane-word count, cosine similarity); ``Objective.reward`` normalizes them.
+Every scorer is batched. Raw scores keep their natural units, named by each class's ``unit`` (Flesch
+points, words, VADER compound, profane-word count, cosine similarity); ``Objective.orient`` turns them
+higher-is-better and ``Objective.reward`` normalizes them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ WORD = re.compile(r"\w+(?:['’-]\w+)*")
 # Flesch reading ease is at most 121.22 (one-syllable words in one-word sentences) and unbounded
 # below; jargon reaches -200 and would dominate normalization, so raw scores are clipped to this range.
 FLESCH_RANGE = (0.0, 121.22)
+# Flesch (1948) as textstat computes it for English: base - per_sentence_word * words / sentences
+# - per_syllable * syllables / words.
+FLESCH_BASE, FLESCH_PER_SENTENCE_WORD, FLESCH_PER_SYLLABLE = 206.835, 1.015, 84.6
+# Below this many words the syllables-per-word average is padded with one-syllable words (see Simplicity).
+SHORT_TEXT_WORDS = 10
 ENCODER_BATCH_SIZE = 64
 
 # Markers that introduce the source text of a summarization request, tried in order. The first
@@ -62,25 +68,47 @@ def _check_pairs(prompts: Sequence[str], responses: Sequence[str]) -> None:
         )
 
 
+def _flesch_reading_ease(textstat, text: str) -> float:
+    """Flesch reading ease of ``text``, with the syllable average of a short text padded (see Simplicity)."""
+    words = textstat.lexicon_count(text)
+    syllables = textstat.syllable_count(text) + max(0, SHORT_TEXT_WORDS - words)
+    sentences = max(1, textstat.sentence_count(text))
+    return (
+        FLESCH_BASE
+        - FLESCH_PER_SENTENCE_WORD * words / sentences
+        - FLESCH_PER_SYLLABLE * syllables / max(words, SHORT_TEXT_WORDS)
+    )
+
+
 class Simplicity(Objective):
-    """Flesch reading ease of the response (textstat 0.7.8, offline)."""
+    """Flesch reading ease of the response (textstat 0.7.8 counts, offline)."""
 
     name = "simplicity"
     description = "readability of the response: Flesch reading ease, 0 (hard or empty) to 121 (very simple)"
     direction = 1
+    unit = "flesch_reading_ease"
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        """Flesch reading ease per response, clipped to [0, 121.22]; a response without words gets 0."""
+        """Flesch reading ease per response, clipped to [0, 121.22]; a response without words gets 0.
+
+        Flesch's syllables-per-word average is meaningless on a few words (the one-word answer "Tokyo."
+        would score -48, less simple than jargon), so a response under SHORT_TEXT_WORDS (10) words
+        averages its syllables as if padded to 10 words with one-syllable words; its sentence length
+        stays as written. "Tokyo." scores 104, "Yes." 121, "Antidisestablishmentarianism." 28; from 10
+        words on the score is textstat's ``flesch_reading_ease`` unchanged.
+        """
         _check_pairs(prompts, responses)
         textstat = require("textstat", "the simplicity objective")
         values = [
-            textstat.flesch_reading_ease(text) if count_words(text) else FLESCH_RANGE[0]
+            _flesch_reading_ease(textstat, text) if count_words(text) else FLESCH_RANGE[0]
             for text in responses
         ]
         return np.clip(np.asarray(values, dtype=np.float64), *FLESCH_RANGE)
 
 
 class _WordCount(Objective):
+    unit = "words"
+
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """Number of words of each response."""
         _check_pairs(prompts, responses)
@@ -105,6 +133,7 @@ class LengthCost(Objective):
     name = "length_cost"
     description = "words beyond a budget (default 50): max(0, words - budget), 0 is best; for constraints"
     direction = -1
+    unit = "words_over_budget"
 
     def __init__(self, budget: int = 50) -> None:
         super().__init__()
@@ -125,6 +154,7 @@ class Friendliness(Objective):
     name = "friendliness"
     description = "positive, friendly tone: VADER compound sentiment of the response, -1 to 1"
     direction = 1
+    unit = "vader_compound"
 
     def __init__(self) -> None:
         super().__init__()
@@ -173,6 +203,7 @@ class Harmlessness(Objective):
         "fewer is better; a word list, not a judge of harmful content"
     )
     direction = -1
+    unit = "profane_words"
     _MARK = "\u2588"  # censor character the lexicon writes four times per profane word or phrase
 
     def __init__(self) -> None:
@@ -227,6 +258,8 @@ def _cosine_rows(encoder, left: Sequence[str], right: Sequence[str]) -> np.ndarr
 
 
 class _EmbeddingSimilarity(Objective):
+    unit = "cosine_similarity"
+
     def __init__(self, device: str | None = None) -> None:
         super().__init__()
         self.device = device

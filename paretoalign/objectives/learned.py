@@ -146,6 +146,8 @@ def _forward_inputs(model: nn.Module, encoded: dict[str, torch.Tensor]) -> dict[
 class ClassifierObjective(Objective):
     """An objective read from one logit of a classifier-style model on a built input text (pair)."""
 
+    unit = "logit"
+
     def __init__(
         self,
         model: nn.Module,

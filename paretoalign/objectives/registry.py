@@ -129,6 +129,26 @@ def score_all(objectives: Iterable[Objective], prompts: Sequence[str], responses
     return {objective.name: objective.score(prompts, responses) for objective in objectives}
 
 
+def score_report(
+    objectives: Iterable[Objective], prompts: Sequence[str], responses: Sequence[str]
+) -> list[dict[str, dict]]:
+    """What users read, one dict per response: ``scores`` {name: raw × direction} (higher is better),
+    ``rewards`` {name: normalized reward} (only when some objective has statistics; those only) and
+    ``raw`` {name: {unit: raw value}}, e.g. ``{"conciseness": {"words": 47.0}}``."""
+    objectives = list(objectives)
+    raw = score_all(objectives, prompts, responses)
+    oriented = {o.name: o.orient(raw[o.name]) for o in objectives}
+    rewards = {o.name: o.normalize(raw[o.name]) for o in objectives if o.stats is not None}
+    rows = []
+    for i in range(len(responses)):
+        row: dict[str, dict] = {"scores": {name: float(values[i]) for name, values in oriented.items()}}
+        if rewards:
+            row["rewards"] = {name: float(values[i]) for name, values in rewards.items()}
+        row["raw"] = {o.name: {o.unit: float(raw[o.name][i])} for o in objectives}
+        rows.append(row)
+    return rows
+
+
 def reward_all(objectives: Iterable[Objective], prompts: Sequence[str], responses: Sequence[str]) -> dict[str, np.ndarray]:
     """Normalized, direction-corrected rewards of every objective, by name (what ``scalarize`` takes)."""
     return {objective.name: objective.reward(prompts, responses) for objective in objectives}
