@@ -9,9 +9,11 @@ rounding that padding can change), and a prompt given twice gets two different s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextvars import ContextVar
 
 import torch
 from tqdm.auto import tqdm
@@ -23,6 +25,36 @@ from .decoding import CausalLMScorer, Decoded, decode_loop, eos_token_ids, evalu
 from .policy import GenerationConfig, Response
 
 SEED_BITS = 63
+
+StepListener = Callable[[Sequence[str], Sequence[int], Sequence[int]], None]
+"""``listener(prompts, indices, tokens)`` after each decoding step of :func:`generate`: the call's prompts and,
+for every row still decoding, its index in ``prompts`` and the token it just sampled (the server streams this)."""
+
+_step_listener: ContextVar[StepListener | None] = ContextVar("paretoalign_step_listener", default=None)
+
+
+@contextlib.contextmanager
+def listen_to_steps(listener: StepListener) -> Iterator[None]:
+    """Within the block, :func:`generate` calls made in this context report each step's tokens to ``listener``."""
+    token = _step_listener.set(listener)
+    try:
+        yield
+    finally:
+        _step_listener.reset(token)
+
+
+def _reporting(choose, prompts: Sequence[str], batch: Sequence[int]):
+    """``choose`` that also tells the active step listener (if any) which token each prompt just got."""
+    listener = _step_listener.get()
+    if listener is None:
+        return choose
+
+    def report(scores: torch.Tensor, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, logprobs = choose(scores, rows)
+        listener(prompts, [batch[row] for row in rows], tokens.tolist())
+        return tokens, logprobs
+
+    return report
 
 
 def sequence_seeds(seed: int | None, prompts: Sequence[str]) -> list[int]:
@@ -160,6 +192,7 @@ def generate(
     with torch.inference_mode(), evaluation_mode(model):
         for batch in tqdm(batches, desc="generating", unit="batch", disable=not config.progress):
             sampler = TokenSampler(config, [seeds[i] for i in batch], model.device, eos_ids)
+            sampler = _reporting(sampler, prompts, batch)
             input_ids, attention_mask = pad_left([prompt_ids[i] for i in batch], pad_id(tokenizer))
             decoded = decode_loop(
                 CausalLMScorer(model),

@@ -1,0 +1,32 @@
+"""The per-step listener of ``generate``: what the server streams token by token."""
+
+from collections import defaultdict
+
+from paretoalign.generation import GenerationConfig, generate
+from paretoalign.generation.sampling import listen_to_steps
+
+
+def test_listener_sees_every_token_of_every_prompt_in_order(tiny):
+    model, tokenizer = tiny
+    prompts = ["Tell me about the sea.", "Hi", "Explain photosynthesis to a child in simple words please."]
+    config = GenerationConfig(max_new_tokens=12, seed=3, batch_size=2)
+    heard: dict[int, list[int]] = defaultdict(list)
+
+    def listener(call_prompts, indices, tokens):
+        assert list(call_prompts) == prompts
+        for index, token in zip(indices, tokens):
+            heard[index].append(token)
+
+    with listen_to_steps(listener):
+        responses = generate(model, tokenizer, prompts, config)
+    assert {i: heard[i] for i in range(len(prompts))} == {i: r.token_ids for i, r in enumerate(responses)}
+    assert responses == generate(model, tokenizer, prompts, config)  # listening changes nothing
+
+
+def test_no_listener_outside_the_block(tiny):
+    model, tokenizer = tiny
+    heard = []
+    with listen_to_steps(lambda *args: heard.append(args)):
+        pass
+    generate(model, tokenizer, ["Hi"], GenerationConfig(max_new_tokens=3, seed=0))
+    assert heard == []
