@@ -1,5 +1,5 @@
-"""Layer 3: loading models (hub id, folder, GGUF, embedded default), LoRA adapters, score models and
-weight interpolation."""
+"""Layer 3: loading models (hub id, folder, GGUF, embedded default), LoRA adapters (per-row mixing too), score
+models and weight interpolation."""
 
 from .default import DEFAULT_MODEL, cache_dir, default_model_path
 from .interpolation import interpolate_models, interpolate_state_dicts, merge_lora_deltas, weighted_sum
@@ -14,6 +14,7 @@ from .lora import (
     save_adapter,
     set_active_adapter,
 )
+from .mixing import LoRARowMixing, mix_lora_rows
 from .score_model import last_token_index, load_score_model, score_texts, sequence_scores, token_values
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "load_model",
     "load_score_model",
     "load_tokenizer",
+    "LoRARowMixing",
+    "mix_lora_rows",
     "merge_lora_deltas",
     "prepare_tokenizer",
     "reference_mode",
