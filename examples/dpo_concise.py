@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 from paretoalign.data import load_prompts  # noqa: E402
 from paretoalign.generation import GenerationConfig, Response, generate  # noqa: E402
-from paretoalign.methods.pairs import objective_pairs  # noqa: E402
+from paretoalign.methods.common.pairs import objective_pairs  # noqa: E402
 from paretoalign.models import load_adapter, load_model  # noqa: E402
 from paretoalign.objectives import count_words, load_objectives  # noqa: E402
 from paretoalign.training import DPOConfig, run_training  # noqa: E402

@@ -44,7 +44,7 @@ import torch  # noqa: E402
 
 from paretoalign.data import PreferencePair, load_prompts, read_jsonl, write_jsonl  # noqa: E402
 from paretoalign.generation import GenerationConfig  # noqa: E402
-from paretoalign.methods.pairs import objective_pairs  # noqa: E402
+from paretoalign.methods.common.pairs import objective_pairs  # noqa: E402
 from paretoalign.models import cache_dir, load_model  # noqa: E402
 from paretoalign.objectives import load_objectives  # noqa: E402
 from paretoalign.training import RewardModelConfig, TrainResult, as_objective, run_training  # noqa: E402

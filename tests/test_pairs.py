@@ -9,7 +9,7 @@ import torch
 
 from paretoalign.core.errors import ConfigError
 from paretoalign.generation import GenerationConfig, generate, render_prompts
-from paretoalign.methods.pairs import best_worst_pairs, margin_pairs, objective_pairs
+from paretoalign.methods.common.pairs import best_worst_pairs, margin_pairs, objective_pairs
 from paretoalign.models import load_model
 from paretoalign.objectives import Conciseness, Informativeness, count_words
 
@@ -75,7 +75,7 @@ def test_all_pairing_samples_once_and_holds_the_best_worst_pair(tiny):
 
 def test_identical_greedy_samples_all_tie_and_are_logged(tiny, caplog):
     greedy = GenerationConfig(max_new_tokens=8, do_sample=False)
-    with caplog.at_level(logging.INFO, logger="paretoalign.methods.pairs"):
+    with caplog.at_level(logging.INFO, logger="paretoalign.methods.common.pairs"):
         assert objective_pairs(*tiny, PROMPTS, Conciseness(), config=greedy) == []
     assert f"skipped {len(PROMPTS)} of {len(PROMPTS)}" in caplog.text
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 
 import pytest
 import torch
@@ -17,14 +16,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from paretoalign.core.errors import ConfigError, ModelLoadError, UnknownObjectiveError
 from paretoalign.core.preference import Preference
 from paretoalign.generation import GenerationConfig, generate
-from paretoalign.methods.soups import (
-    COMPUTE_FILE,
-    SoupPolicy,
-    SoupsBudget,
-    read_compute,
-    train_for_demo,
-    train_objective_policies,
-)
+from paretoalign.methods import get_recipe
+from paretoalign.methods.soups import SoupPolicy
 from paretoalign.models import attach_lora, load_adapter, save_adapter
 from paretoalign.objectives import load_objectives
 from tiny import make_tokenizer
@@ -196,66 +189,59 @@ def test_a_model_with_another_tokenizer_is_refused(tiny, tiny_model_dir, adapter
 
 
 def test_preferences_the_soup_cannot_serve_are_refused(soup, tiny_model_dir, adapter_dirs, tiny):
-    with pytest.raises(UnknownObjectiveError, match="the soup has no model for objective 'friendliness'; it has "
-                                                    "models for simplicity, informativeness"):
+    with pytest.raises(UnknownObjectiveError, match="the soups soup has no policy for objective 'friendliness'; it "
+                                                    "was trained for simplicity, informativeness"):
         soup.generate(PROMPTS, Preference.parse("simplicity=0.5,friendliness=0.5"), GREEDY)
-    with pytest.raises(ConfigError, match="a soup needs a preference"):
+    with pytest.raises(ConfigError, match="the soups soup needs a preference"):
         soup.generate(PROMPTS, None, GREEDY)
     with pytest.raises(ConfigError, match="mixes LoRA adapters and full models"):
         SoupPolicy(_base(tiny_model_dir), tiny[1], {"a": adapter_dirs["simplicity"], "b": tiny_model_dir})
 
 
-TINY_BUDGET = SoupsBudget(prompts=4, samples=3, max_new_tokens=10, epochs=1, batch_size=2, lr=1e-3, max_length=96)
+TINY = dict(prompts=4, samples=3, max_new_tokens=10, epochs=1, batch_size=2, lr=1e-3, max_length=96, progress=False)
 
 
-def test_train_objective_policies_gives_one_adapter_per_objective_and_its_compute(tiny, tiny_model_dir, tmp_path):
-    objectives = load_objectives("conciseness,simplicity")
-    prompts = PROMPTS + ["Write a short poem about the sea.", "Give me three tips for better sleep tonight."]
-    adapters = train_objective_policies(objectives, tmp_path, trainer="dpo", model=str(tiny_model_dir),
-                                        budget=TINY_BUDGET, prompts=prompts, progress=False)
-    assert list(adapters) == ["conciseness", "simplicity"]
-    for folder in adapters.values():
+def test_fit_trains_one_adapter_per_objective_and_load_serves_their_soup(tiny, tiny_model_dir, tmp_path):
+    recipe = get_recipe("soups")
+    config = recipe.config("quick", model=str(tiny_model_dir), **TINY)
+    run = recipe.fit("conciseness,simplicity", tmp_path / "run", config)
+    policies = run.manifest["policies"]
+    assert list(policies) == ["conciseness", "simplicity"]
+    for entry in policies.values():
+        folder = run.path / entry["adapter"]
         assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
-    compute = read_compute(tmp_path)
-    assert compute == json.loads((tmp_path / COMPUTE_FILE).read_text())
-    samples = len(prompts) * TINY_BUDGET.samples
-    assert samples <= compute["generated_tokens"] <= samples * TINY_BUDGET.max_new_tokens
-    per_objective = compute["per_objective"]
-    assert compute["trained_tokens"] == sum(d["trained_tokens"] for d in per_objective.values()) > 0
-    assert all(d["pairs"] + d["tied_prompts"] == len(prompts) and d["steps"] >= 1 for d in per_objective.values())
+        assert entry["pairs"] + entry["tied_prompts"] == TINY["prompts"] and entry["steps"] >= 1
+    samples = TINY["prompts"] * TINY["samples"]
+    compute = run.compute
+    assert samples <= compute["generated_tokens"] <= samples * TINY["max_new_tokens"]
+    assert compute["trained_tokens"] == sum(entry["trained_tokens"] for entry in policies.values()) > 0
     assert compute["wall_time_s"] > 0
-    assert compute["adapters"] == {name: str(path.relative_to(tmp_path)) for name, path in adapters.items()}
-    written = (tmp_path / COMPUTE_FILE).stat().st_mtime_ns
-    policy = train_for_demo(objectives, tmp_path, model=str(tiny_model_dir), progress=False)  # reloads, no training
-    assert (tmp_path / COMPUTE_FILE).stat().st_mtime_ns == written
+    policy = recipe.load(run.path, device="cpu", dtype="float32")
     assert policy.name == "soups" and policy.objectives == ["conciseness", "simplicity"]
-    assert policy.training_cost == {key: compute[key] for key in ("generated_tokens", "trained_tokens", "wall_time_s")}
+    assert policy.training_cost == compute
     mixed = policy.generate(PROMPTS, Preference.parse("conciseness=0.5,simplicity=0.5"), GREEDY)
-    assert len(mixed) == len(PROMPTS)
-    with pytest.raises(ConfigError, match="holds soups policies for conciseness, simplicity, not conciseness, friendliness"):
-        train_for_demo(load_objectives("conciseness,friendliness"), tmp_path, model=str(tiny_model_dir))
+    assert len(mixed) == len(PROMPTS) and mixed[0].meta["steering"]["merge_weights"] == {
+        "conciseness": 0.5, "simplicity": 0.5}
 
 
 def test_ppo_trains_one_adapter_per_objective_and_counts_its_rollouts(tiny, tiny_model_dir, tmp_path):
-    pytest.importorskip("paretoalign.training.rl.ppo", reason="the RL trainers are not installed")
-    objectives = load_objectives("conciseness,informativeness")
-    budget = replace(TINY_BUDGET, ppo_steps=1)
-    adapters = train_objective_policies(objectives, tmp_path, trainer="ppo", model=str(tiny_model_dir), budget=budget,
-                                        prompts=PROMPTS * 4, progress=False)
-    compute = read_compute(tmp_path)
-    assert compute["trainer"] == "ppo" and list(adapters) == ["conciseness", "informativeness"]
-    per_objective = compute["per_objective"]
-    assert all(d["steps"] == 1 and d["generated_tokens"] > 0 for d in per_objective.values())
-    assert compute["generated_tokens"] == sum(d["generated_tokens"] for d in per_objective.values())
-    policy = SoupPolicy(_base(tiny_model_dir), tiny[1], adapters)
+    recipe = get_recipe("soups")
+    config = recipe.config("full", model=str(tiny_model_dir), prompts=8, ppo_steps=1, max_new_tokens=8, progress=False)
+    run = recipe.fit("conciseness,informativeness", tmp_path / "run", config)
+    policies = run.manifest["policies"]
+    assert [entry["trainer"] for entry in policies.values()] == ["ppo", "ppo"]
+    assert all(entry["steps"] == 1 and entry["generated_tokens"] > 0 for entry in policies.values())
+    assert run.compute["generated_tokens"] == sum(entry["generated_tokens"] for entry in policies.values())
+    assert run.manifest["normalization"]["conciseness"]["count"] > 0  # fitted on the base model before PPO
+    policy = recipe.load(run.path, device="cpu", dtype="float32")
     assert len(policy.generate(PROMPTS, Preference.parse("conciseness=0.5,informativeness=0.5"), GREEDY)) == 2
 
 
-def test_unknown_trainers_and_bad_budgets_are_refused(tmp_path):
-    objectives = load_objectives("conciseness")
-    with pytest.raises(ConfigError, match="unknown soups trainer 'sft'"):
-        train_objective_policies(objectives, tmp_path, trainer="sft")
+def test_unknown_trainers_and_bad_settings_are_refused(tmp_path):
+    recipe = get_recipe("soups")
+    with pytest.raises(ConfigError, match="trainer 'sft' is not one of dpo, ppo"):
+        recipe.config(trainer="sft")
     with pytest.raises(ConfigError, match="appears twice"):
-        train_objective_policies(objectives * 2, tmp_path)
+        recipe.fit("conciseness,conciseness", tmp_path / "run", recipe.config(progress=False))
     with pytest.raises(ConfigError, match="samples must be >= 2"):
-        SoupsBudget(prompts=4, samples=1, max_new_tokens=8, epochs=1, batch_size=2, lr=1e-4)
+        recipe.config(samples=1)

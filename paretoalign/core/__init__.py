@@ -12,8 +12,8 @@ from .errors import (
     UnknownObjectiveError,
 )
 from .files import atomic_path, existing_file, write_json_atomic, write_text_atomic
-from .preference import Constraint, Preference, parse_constraints
-from .runtime import choose_device, choose_dtype, set_seed
+from .preference import Constraint, Preference, parse_constraints, weight_grid
+from .runtime import autocast_precision, choose_device, choose_dtype, set_seed
 
 __all__ = [
     "ConfigError",
@@ -28,11 +28,13 @@ __all__ = [
     "TrainingError",
     "UnknownObjectiveError",
     "atomic_path",
+    "autocast_precision",
     "choose_device",
     "choose_dtype",
     "existing_file",
     "parse_constraints",
     "set_seed",
+    "weight_grid",
     "write_json_atomic",
     "write_text_atomic",
 ]

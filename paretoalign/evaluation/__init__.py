@@ -1,11 +1,12 @@
 """Layer 8: Pareto sweeps over a weight grid, fronts, hypervolume and MIP, results.json, plots and the report."""
 
 from .front import DEFAULT_REFERENCE_VALUE, hypervolume, mip, pareto_front, reference_point
-from .grid import weight_grid
+from ..core.preference import weight_grid
 from .plots import front_figure, kl_figure, plot_front, plot_kl
 from .report import render_report, write_report
 from .results import MethodResult, PointResult, build_results, load_results, write_results
-from .sweep import evaluate, fit_reference_normalization
+from ..objectives.normalization import fit_reference_normalization
+from .sweep import evaluate
 
 __all__ = [
     "DEFAULT_REFERENCE_VALUE",

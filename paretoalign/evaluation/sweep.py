@@ -18,17 +18,13 @@ from tqdm.auto import tqdm
 from ..core.errors import ConfigError
 from ..core.preference import Constraint, Preference
 from ..generation import kl_to_reference
-from ..generation.policy import GENERATED_TOKENS, KL_SELECTION, GenerationConfig, Response, SteerablePolicy
+from ..generation.policy import GENERATED_TOKENS, KL_SELECTION, GenerationConfig, Response, SteerablePolicy, sample_passes
 from ..objectives import count_words
-from ..objectives.base import NormStats, Objective
+from ..objectives.base import Objective
+from ..objectives.normalization import prompt_texts
 from .results import MethodResult, PointResult
 
 SAMPLES_KEPT_PER_POINT = 3
-
-
-def prompt_texts(prompts: Sequence[Any]) -> list[str]:
-    """Prompts as plain strings: accepts strings or records with a ``.prompt`` attribute."""
-    return [item if isinstance(item, str) else str(item.prompt) for item in prompts]
 
 
 def _check_sweep(
@@ -69,21 +65,6 @@ def _check_sweep(
             "fit_reference_normalization(...) or load them from a run manifest"
         )
     return list(axes)
-
-
-def _generate_samples(
-    policy: SteerablePolicy,
-    prompts: list[str],
-    preference: Preference | None,
-    config: GenerationConfig,
-    samples_per_prompt: int,
-) -> list[Response]:
-    """``samples_per_prompt`` passes over the prompts, pass s with seed ``config.seed + s``."""
-    responses: list[Response] = []
-    for sample in range(samples_per_prompt):
-        seed = None if config.seed is None else config.seed + sample
-        responses.extend(policy.generate(prompts, preference, replace(config, seed=seed)))
-    return responses
 
 
 def _stderr(values: np.ndarray) -> float:
@@ -168,7 +149,7 @@ def evaluate(
 ) -> MethodResult:
     """Sweep ``policy`` over ``grid`` on ``prompts`` and measure every point with every objective.
 
-    Objectives must already carry normalization statistics (see :func:`fit_reference_normalization`)
+    Objectives must already carry normalization statistics (see ``objectives.fit_reference_normalization``)
     so that every method is measured on the same scale. Sample s of each prompt uses seed
     ``config.seed + s`` at every point; ``seconds`` is the wall time of generation alone. A trained
     policy's ``training_cost`` (``generated_tokens``, ``trained_tokens``, ``wall_time_s``) is carried over.
@@ -184,7 +165,7 @@ def evaluate(
             points.append(_same_answers(points[0], preference))
             continue
         start = time.perf_counter()
-        responses = _generate_samples(policy, prompt_list, preference, config, samples_per_prompt)
+        responses = sample_passes(policy, prompt_list, preference, config, samples_per_prompt)
         seconds = time.perf_counter() - start
         kl = _sequence_kl(responses, repeated, reference, config)
         kept = min(SAMPLES_KEPT_PER_POINT, len(prompt_list))
@@ -200,27 +181,3 @@ def evaluate(
         training_seconds=float(training.get("wall_time_s", 0.0)),
         training_generated_tokens=int(training.get("generated_tokens", 0)),
     )
-
-
-def fit_reference_normalization(
-    objectives: Sequence[Objective],
-    reference_policy: SteerablePolicy,
-    prompts: Sequence[Any],
-    config: GenerationConfig | None = None,
-    samples_per_prompt: int = 1,
-) -> dict[str, NormStats]:
-    """Fit every objective's mean/std on the reference policy's responses to ``prompts`` (the TRAIN split).
-
-    All methods are then scored with these same statistics, so their fronts share one scale.
-    """
-    config = config or GenerationConfig()
-    prompt_list = prompt_texts(prompts)
-    if not prompt_list:
-        raise ConfigError("no prompts to fit normalization on; give the train prompts")
-    if isinstance(samples_per_prompt, bool) or not isinstance(samples_per_prompt, int) or samples_per_prompt <= 0:
-        raise ConfigError(f"samples_per_prompt must be a positive integer, got {samples_per_prompt!r}")
-    responses = _generate_samples(reference_policy, prompt_list, None, config, samples_per_prompt)
-    texts = [response.text for response in responses]
-    repeated = prompt_list * samples_per_prompt
-    source = f"{reference_policy.name} responses to {len(prompt_list)} prompts x {samples_per_prompt} samples"
-    return {o.name: o.fit_normalization(repeated, texts, source=source) for o in objectives}

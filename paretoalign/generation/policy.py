@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional, Protocol, Union, runtime_checkable
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, UnknownObjectiveError
 from ..core.preference import Preference
+
+PreferenceArg = Union[Preference, Sequence[Optional[Preference]], None]
+"""What ``SteerablePolicy.generate`` takes: one preference for every prompt, or one per prompt."""
 
 
 @dataclass
@@ -66,6 +69,8 @@ GENERATED_TOKENS = "generated_tokens"
 """``Response.meta`` key: tokens generated to produce this response, when more than its own (best-of-N)."""
 KL_SELECTION = "kl_selection"
 """``Response.meta`` key: KL that selecting among samples adds on top of the sampled tokens' KL."""
+STEERING = "steering"
+"""``Response.meta`` key: what the policy did with the preference (RiC targets, soup weights, nearest point)."""
 
 
 @dataclass
@@ -105,10 +110,67 @@ class SteerablePolicy(Protocol):
     def generate(
         self,
         prompts: Sequence[str],
-        preference: Preference | None,
+        preference: PreferenceArg,
         config: GenerationConfig,
-    ) -> list[Response]: ...
+    ) -> list[Response]:
+        """One response per prompt; ``preference`` is one for all prompts or a sequence with one per prompt."""
+        ...
 
     def reference(self) -> tuple[Any, Any]:
         """(model, tokenizer) of π_ref, used to measure KL. For LoRA policies: the base with adapters disabled."""
         ...
+
+
+def preferences_per_prompt(prompts: Sequence[str], preference: PreferenceArg) -> list[Preference | None]:
+    """``preference`` as one entry per prompt (a single preference is repeated)."""
+    if preference is None or isinstance(preference, Preference):
+        return [preference] * len(prompts)
+    preferences = list(preference)
+    if len(preferences) != len(prompts):
+        raise ConfigError(f"got {len(preferences)} preferences for {len(prompts)} prompts; give one preference "
+                          "or one per prompt")
+    return preferences
+
+
+def generate_by_preference(
+    prompts: Sequence[str],
+    preference: PreferenceArg,
+    generate_one: Callable[[list[str], Preference | None], list[Response]],
+) -> list[Response]:
+    """Call ``generate_one(prompts, preference)`` once per distinct preference (rows grouped, order kept): the
+    per-row form for policies that cannot mix preferences in one batch."""
+    preferences = preferences_per_prompt(prompts, preference)
+    groups: dict[Preference | None, list[int]] = {}
+    for index, item in enumerate(preferences):
+        groups.setdefault(item, []).append(index)
+    responses: list[Response | None] = [None] * len(prompts)
+    for item, rows in groups.items():
+        for row, response in zip(rows, generate_one([prompts[row] for row in rows], item)):
+            responses[row] = response
+    return responses  # type: ignore[return-value]
+
+
+def check_steerable(policy: str, objectives: Sequence[str], preference: Preference | None) -> Preference:
+    """``preference`` if it weights only objectives the policy can be steered on; one-line errors otherwise."""
+    if preference is None:
+        raise ConfigError(f"{policy} needs a preference; give weights over {', '.join(objectives)}")
+    unknown = [name for name in preference.active() if name not in objectives]
+    if unknown:
+        raise UnknownObjectiveError(f"{policy} has no policy for objective {unknown[0]!r}; it was trained for "
+                                    f"{', '.join(objectives)}: weight only those")
+    return preference
+
+
+def sample_passes(
+    policy: "SteerablePolicy",
+    prompts: list[str],
+    preference: PreferenceArg,
+    config: GenerationConfig,
+    samples_per_prompt: int,
+) -> list[Response]:
+    """``samples_per_prompt`` passes over the prompts, pass s with seed ``config.seed + s``."""
+    responses: list[Response] = []
+    for sample in range(samples_per_prompt):
+        seed = None if config.seed is None else config.seed + sample
+        responses.extend(policy.generate(prompts, preference, replace(config, seed=seed)))
+    return responses

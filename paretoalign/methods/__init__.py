@@ -1,91 +1,76 @@
-"""Layer 7: methods. Each recipe yields a ``SteerablePolicy``; this module names the ones the demo and
-``paretoalign eval`` can build: instant ones from a loaded base model (``DEMO_METHODS``) and trained ones
-whose module exposes ``train_for_demo`` (``TRAINED_METHODS``)."""
+"""Layer 7: methods. Every method is a :class:`Recipe` (``fit`` / ``load``) in the one registry
+``RECIPES``; :func:`load_run` turns any finished run, or a bare instant method, into its steerable policy."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError
+from .common.recipe import InstantRecipe, Recipe
+from .registry import RECIPES
 
-PolicyFactory = Callable[..., Any]
-
-
-def _base(model, tokenizer, objectives, **options):
-    from ..generation import BasePolicy
-
-    return BasePolicy(model, tokenizer)
-
-
-def _prompting(model, tokenizer, objectives, **options):
-    from .prompting import PromptingPolicy
-
-    return PromptingPolicy(model, tokenizer)
-
-
-def _best_of_n(model, tokenizer, objectives, best_of_n: int = 4, **options):
-    from .best_of_n import BestOfNPolicy
-
-    return BestOfNPolicy(model, tokenizer, objectives, n=best_of_n)
-
-
-DEMO_METHODS: dict[str, PolicyFactory] = {
-    "base": _base,
-    "prompting": _prompting,
-    "best_of_n": _best_of_n,
-}
-"""Methods that need no training run: built from the base model in seconds."""
-
-
-TRAINED_METHODS: dict[str, str] = {
-    "ric": "paretoalign.methods.ric",
-    "soups": "paretoalign.methods.soups",
-    "morlhf": "paretoalign.methods.morlhf",
-    "mod": "paretoalign.methods.mod",
-    "mavis": "paretoalign.methods.mavis",
-    "hc_rlhf": "paretoalign.methods.hc_rlhf",
-}
-"""Methods trained (or whose artifacts are trained) for the sweep: ``name -> module with train_for_demo``."""
+DEFAULT_OBJECTIVES = "simplicity,informativeness"
+"""What a bare method name (``paretoalign serve best_of_n``) and the demo steer on."""
 
 
 def known_methods() -> list[str]:
-    return [*DEMO_METHODS, *TRAINED_METHODS]
+    return list(RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe registered as ``name``; ConfigError listing the methods otherwise."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown method {name!r}; choose from {', '.join(RECIPES)}")
+    return RECIPES[name]
 
 
 def check_method_names(names: Sequence[str]) -> None:
-    unknown = [name for name in names if name not in DEMO_METHODS and name not in TRAINED_METHODS]
-    if unknown:
-        raise ConfigError(f"unknown method {unknown[0]!r}; choose from {', '.join(known_methods())}")
     if not names:
-        raise ConfigError(f"no methods to evaluate; choose from {', '.join(known_methods())}")
+        raise ConfigError(f"no methods given; choose from {', '.join(RECIPES)}")
+    for name in names:
+        get_recipe(name)
 
 
-def is_trained(name: str) -> bool:
-    """True when ``name`` trains artifacts before it can answer (RiC, soups, MORLHF, MOD, MAVIS)."""
-    return name in TRAINED_METHODS
+def load_run(target: str | os.PathLike, device: str = "auto", dtype: str = "auto",
+             objectives: str = DEFAULT_OBJECTIVES) -> Any:
+    """The steerable policy of a finished run directory, or of a bare instant method name on the embedded model
+    (steered on ``objectives``). Never trains."""
+    from ..core.rundir import RunDirectory, is_run_dir
+
+    path = Path(target).expanduser()
+    if is_run_dir(path):
+        return get_recipe(RunDirectory.open(path).method).load(path, device=device, dtype=dtype)
+    if str(target) in RECIPES and not path.exists():
+        return instant_policy(str(target), objectives, device=device, dtype=dtype)
+    if path.exists():
+        raise ConfigError(f"{str(path)!r} is not a paretoalign run (no valid manifest.json); give the --out folder "
+                          "of `paretoalign fit`")
+    raise ConfigError(f"{str(target)!r} is neither a run directory nor a method; give a run folder or one of "
+                      f"{', '.join(name for name, r in RECIPES.items() if r.instant)}")
 
 
-def train_policy(name: str, objectives, workdir, **options: Any):
-    """Train (or reload, when ``workdir`` holds a finished run) the artifacts of ``name`` and return its policy.
+def instant_policy(name: str, objectives: str = DEFAULT_OBJECTIVES, *, model: str | None = None,
+                   device: str = "auto", dtype: str = "auto") -> Any:
+    """An instant method (base, prompting, best_of_n) on a base model, its objectives' statistics fitted on the
+    base model when the method ranks with them."""
+    from ..models import load_model
+    from .common.normalization import fit_base_normalization
+    from .common.recipe import resolve_objectives
 
-    ``options``: ``budget`` ("quick" | "full"), ``model``, ``seed``, ``progress`` (see each ``train_for_demo``).
-    """
-    from importlib import import_module
-
-    check_method_names([name])
-    if name not in TRAINED_METHODS:
-        raise ConfigError(f"method {name!r} needs no training; build it with build_policy")
-    return import_module(TRAINED_METHODS[name]).train_for_demo(objectives, workdir, **options)
-
-
-def build_policy(name: str, model, tokenizer, objectives, **options: Any):
-    """The policy ``name`` on a loaded base model (options such as ``best_of_n`` go to its factory)."""
-    check_method_names([name])
-    if name not in DEMO_METHODS:
-        raise ConfigError(f"method {name!r} must be trained first; use train_policy")
-    return DEMO_METHODS[name](model, tokenizer, objectives, **options)
+    recipe = get_recipe(name)
+    if not isinstance(recipe, InstantRecipe):
+        raise ConfigError(f"{name!r} must be fitted first: `paretoalign fit {name} --objectives ... --out DIR`, "
+                          "then give DIR")
+    config = recipe.config(model=model)
+    goals = resolve_objectives(objectives)
+    if recipe.needs_normalization(config):
+        fit_base_normalization(goals, config)
+    model_, tokenizer = load_model(model, device=device, dtype=dtype)
+    return recipe.build(model_, tokenizer, goals, config)
 
 
-__all__ = ["DEMO_METHODS", "TRAINED_METHODS", "build_policy", "check_method_names", "is_trained", "known_methods",
-           "train_policy"]
+__all__ = ["DEFAULT_OBJECTIVES", "RECIPES", "InstantRecipe", "Recipe", "check_method_names", "get_recipe",
+           "instant_policy", "known_methods", "load_run"]

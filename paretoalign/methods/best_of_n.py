@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from ..core.config import setting
 from ..core.errors import ConfigError
 from ..core.preference import Preference
-from ..generation import GenerationConfig, Response, generate
-from ..generation.policy import GENERATED_TOKENS, KL_SELECTION
-from ..objectives import reward_all, scalarize
-from ..objectives.base import Objective
+from .common.recipe import InstantConfig, InstantRecipe
+
+if TYPE_CHECKING:
+    from ..generation.policy import GenerationConfig, PreferenceArg, Response
+    from ..objectives.base import Objective
 
 
 def best_of_n_kl(n: int) -> float:
@@ -43,18 +43,29 @@ class BestOfNPolicy:
         self.name = name
         self._cache: tuple[tuple, dict[int | None, list[Response]]] | None = None
 
-    def generate(self, prompts: Sequence[str], preference: Preference | None, config: GenerationConfig) -> list[Response]:
-        if preference is None:
+    def generate(self, prompts: Sequence[str], preference: PreferenceArg, config: GenerationConfig) -> list[Response]:
+        """One pool of N samples per prompt, each row re-ranked by its own preference."""
+        import numpy as np
+
+        from ..generation.policy import GENERATED_TOKENS, KL_SELECTION, STEERING, preferences_per_prompt
+        from ..objectives import reward_all, scalarize
+
+        preferences = preferences_per_prompt(prompts, preference)
+        if any(item is None for item in preferences):
             raise ConfigError("best-of-N needs a preference to rank its samples; give weights")
         candidates, fresh = self._candidates(prompts, config)
-        repeated = [c.prompt for c in candidates]
-        scores = scalarize(reward_all(self._weighted(preference), repeated, [c.text for c in candidates]), preference)
+        active = {name for item in preferences for name in item.active()}
+        scorers = [objective for objective in self.scorers if objective.name in active]
+        rewards = reward_all(scorers, [c.prompt for c in candidates], [c.text for c in candidates])
         chosen = []
-        for index in range(len(prompts)):
-            group = candidates[index * self.n : (index + 1) * self.n]
-            best = group[int(np.argmax(scores[index * self.n : (index + 1) * self.n]))]
+        for index, item in enumerate(preferences):
+            rows = slice(index * self.n, (index + 1) * self.n)
+            group = candidates[rows]
+            scores = scalarize({name: values[rows] for name, values in rewards.items()}, item)
+            best = group[int(np.argmax(scores))]
             best.meta[GENERATED_TOKENS] = sum(len(c.token_ids) for c in group) if fresh else 0
             best.meta[KL_SELECTION] = best_of_n_kl(self.n)
+            best.meta[STEERING] = {"ranked_samples": self.n, "scalarized_reward": float(np.max(scores))}
             chosen.append(best)
         return chosen
 
@@ -68,14 +79,31 @@ class BestOfNPolicy:
         pools = self._cache[1]
         fresh = config.seed is None or config.seed not in pools
         if fresh:
+            from ..generation import generate
+
             expanded = [prompt for prompt in prompts for _ in range(self.n)]
             pools[config.seed] = generate(self.model, self.tokenizer, expanded, config)
         return [replace(candidate, meta=dict(candidate.meta)) for candidate in pools[config.seed]], fresh
 
-    def _weighted(self, preference: Preference) -> list[Objective]:
-        """Only objectives with weight > 0 are scored (no model work for the others)."""
-        active = set(preference.active())
-        return [objective for objective in self.scorers if objective.name in active]
-
     def reference(self) -> tuple[Any, Any]:
         return self.model, self.tokenizer
+
+
+@dataclass
+class BestOfNConfig(InstantConfig):
+    """Best-of-N: the base model and how many samples it ranks."""
+
+    n: int = setting(4, "samples drawn per prompt, the best kept under the preference's scalarized reward")
+
+
+class BestOfNRecipe(InstantRecipe):
+    name = "best_of_n"
+    summary = "N samples of the base model, the best kept by the objectives' scalarized reward (decode-time scorers)"
+    Config = BestOfNConfig
+    presets = {"quick": {"n": 4}, "full": {"n": 8}}
+
+    def needs_normalization(self, config: BestOfNConfig) -> bool:
+        return True
+
+    def build(self, model: Any, tokenizer: Any, objectives: list, config: BestOfNConfig) -> BestOfNPolicy:
+        return BestOfNPolicy(model, tokenizer, objectives, n=config.n)

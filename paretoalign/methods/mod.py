@@ -12,24 +12,95 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from peft import PeftModel
-
+from ..core.config import setting
 from ..core.errors import ConfigError
 from ..core.preference import Preference
-from ..generation.beam import generate_with_scorer
-from ..generation.decoding import CausalLMScorer, eos_token_ids, evaluation_mode
-from ..generation.fusion import AdapterRowsScorer, FusedScorer, check_divergence, check_same_tokenizer
-from ..generation.policy import GenerationConfig, Response
-from ..models.loading import load_model
-from ..objectives.base import Objective
-from ..models.lora import AdapterFreeModel, check_tokenizers, load_adapters
-from .soups import finished_policies, read_compute, train_objective_policies
+from ..core.rundir import RunDirectory
+from .common.objective_policies import (
+    OBJECTIVE_POLICY_PRESETS,
+    POLICIES_DIR,
+    ObjectivePoliciesConfig,
+    policy_folders,
+    sample_candidates,
+    train_policies,
+)
+from .common.recipe import Recipe
 
-TRAINING_COST_KEYS = ("generated_tokens", "trained_tokens", "wall_time_s")
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+    from ..generation.fusion import FusedScorer
+    from ..generation.policy import GenerationConfig, PreferenceArg, Response
+    from ..objectives.base import Objective
+
+DIVERGENCES = ("reverse_kl", "forward_kl", "alpha")
+
+
+@dataclass
+class MODConfig(ObjectivePoliciesConfig):
+    """MOD: the per-objective policies (trained, or reused from a finished soups/mod run) and their fusion."""
+
+    divergence: str = setting("reverse_kl", "f-divergence of the fusion", choices=DIVERGENCES)
+    alpha: float = setting(0.5, "alpha of the alpha-divergence")
+    beams: int = setting(1, "beam search over the fused score when > 1")
+    length_penalty: float = setting(1.0, "beam search length penalty")
+    policies_from: str | None = setting(None, "a finished soups or mod run whose per-objective policies MOD reuses "
+                                        "instead of training its own (copied in; its compute counts as MOD's)")
+
+
+class MODRecipe(Recipe):
+    """One policy per objective (shared mechanism), fused token by token with the preference weights."""
+
+    name = "mod"
+    summary = "multi-objective decoding: per-objective policies fused token by token"
+    Config = MODConfig
+    presets = OBJECTIVE_POLICY_PRESETS
+    stages = ("samples", "policies")
+
+    def needs_normalization(self, config: MODConfig) -> bool:
+        return config.trainer == "ppo" and config.policies_from is None
+
+    def samples(self, run: RunDirectory, objectives: list[Objective], config: MODConfig) -> dict:
+        if config.policies_from is not None:
+            return {"generated_tokens": 0, "trained_tokens": 0}
+        return sample_candidates(run, objectives, config)
+
+    def policies(self, run: RunDirectory, objectives: list[Objective], config: MODConfig) -> dict:
+        if config.policies_from is None:
+            return train_policies(run, objectives, config)
+        return _copy_policies(run, objectives, Path(config.policies_from))
+
+    def build_policy(self, run: RunDirectory, objectives: list[Objective], device: str, dtype: str) -> MODPolicy:
+        config = self.settings(run)
+        return load_mod_policy(adapters=policy_folders(run), base=config.model, device=device, dtype=dtype,
+                               divergence=config.divergence, alpha=config.alpha, beams=config.beams,
+                               length_penalty=config.length_penalty)
+
+
+def _copy_policies(run: RunDirectory, objectives: list[Objective], source_dir: Path) -> dict:
+    """Copy a finished run's per-objective adapters into ``run``; their build cost becomes this run's."""
+    source = RunDirectory.open(source_dir)
+    if source.method not in ("soups", "mod") or not source.finished:
+        raise ConfigError(f"policies_from {str(source_dir)!r} is not a finished soups or mod run; fit one first")
+    folders = policy_folders(source)
+    missing = [o.name for o in objectives if o.name not in folders]
+    if missing:
+        raise ConfigError(f"{str(source_dir)!r} has no policy for {missing[0]!r} (it has {', '.join(folders)}); "
+                          "fit it with the same objectives")
+    entries = source.manifest["policies"]
+    copied = {}
+    for objective in objectives:
+        target = run.path / POLICIES_DIR / Path(entries[objective.name]["adapter"]).parent.name / "model"
+        shutil.copytree(folders[objective.name], target, dirs_exist_ok=True)
+        copied[objective.name] = {**entries[objective.name], "adapter": str(target.relative_to(run.path))}
+    run.manifest["policies"] = copied
+    return {**source.compute, "copied_from": str(source_dir)}
 
 
 class MODPolicy:
@@ -60,9 +131,13 @@ class MODPolicy:
         self.objectives = list(objectives)
         if not self.objectives or len(set(self.objectives)) != len(self.objectives):
             raise ConfigError(f"MOD needs distinct objective names, one per policy; got {self.objectives}")
+        from ..generation.fusion import check_divergence
+
         check_divergence(divergence, alpha)
         if isinstance(beams, bool) or not isinstance(beams, int) or beams < 1:
             raise ConfigError(f"beams must be an integer >= 1, got {beams!r}")
+        from peft import PeftModel
+
         self.tokenizer = _shared_tokenizer(tokenizer, self.objectives)
         self.peft_model = policies if isinstance(policies, PeftModel) else None
         if self.peft_model is not None:
@@ -74,53 +149,58 @@ class MODPolicy:
         self.beams, self.length_penalty = beams, length_penalty
         self.reference_model = reference_model
         self.name = name
-        self.training_cost: dict[str, float] = dict.fromkeys(TRAINING_COST_KEYS, 0)
 
     def weights(self, preference: Preference | None) -> dict[int, float]:
         """Policy index -> weight, for the policies with weight > 0 only."""
-        if preference is None:
-            raise ConfigError(f"MOD needs a preference over {', '.join(self.objectives)} to weight its policies")
-        missing = [name for name in preference.active() if name not in self.objectives]
-        if missing:
-            raise ConfigError(
-                f"MOD has no policy for objective {missing[0]!r}; it has policies for {', '.join(self.objectives)}"
-            )
-        vector = preference.vector(self.objectives)
+        from ..generation.policy import check_steerable
+
+        vector = check_steerable(self.name, self.objectives, preference).vector(self.objectives)
         return {index: weight for index, weight in enumerate(vector) if weight > 0}
 
     def scorer(self, weights: Mapping[int, float]) -> FusedScorer:
         """A fresh fused scorer over the policies in ``weights`` (index -> weight > 0)."""
+        from ..generation.decoding import CausalLMScorer
+        from ..generation.fusion import AdapterRowsScorer, FusedScorer
+
         if self.peft_model is not None:
             parts = [AdapterRowsScorer(self.peft_model, [self.adapter_names[i] for i in weights])]
         else:
             parts = [CausalLMScorer(self.models[i]) for i in weights]
         return FusedScorer(parts, list(weights.values()), self.divergence, self.alpha)
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        preference: Preference | None,
-        config: GenerationConfig,
-    ) -> list[Response]:
-        """Decode from the fused policies; ``Response.logprobs`` are under the distribution sampled from."""
-        weights = self.weights(preference)
+    def generate(self, prompts: Sequence[str], preference: PreferenceArg, config: GenerationConfig) -> list[Response]:
+        """Decode from the fused policies (rows grouped by preference); ``Response.logprobs`` are under the
+        distribution sampled from."""
+        from ..generation import STEERING, generate_by_preference
+
+        def one(group: list[str], item: Preference | None) -> list[Response]:
+            weights = self.weights(item)
+            responses = self._decode(group, weights, config)
+            applied = {self.objectives[index]: weight for index, weight in weights.items()}
+            for response in responses:
+                response.meta[STEERING] = {"policy_weights": applied, "divergence": self.divergence}
+            return responses
+
+        return generate_by_preference(prompts, preference, one)
+
+    def _decode(self, prompts: list[str], weights: dict[int, float], config: GenerationConfig) -> list[Response]:
+        from ..generation.beam import generate_with_scorer
+        from ..generation.decoding import eos_token_ids, evaluation_mode
+
         first = self.models[0]
         with contextlib.ExitStack() as stack:
             for model in self.models:
                 stack.enter_context(evaluation_mode(model))
             return generate_with_scorer(
-                lambda: self.scorer(weights),
-                self.tokenizer,
-                prompts,
-                config,
-                eos_ids=eos_token_ids(first, self.tokenizer),
-                device=first.device,
-                beams=self.beams,
+                lambda: self.scorer(weights), self.tokenizer, prompts, config,
+                eos_ids=eos_token_ids(first, self.tokenizer), device=first.device, beams=self.beams,
                 length_penalty=self.length_penalty,
             )
 
     def reference(self) -> tuple[Any, Any]:
         """π_ref: the base with adapters off (adapters), else ``reference_model`` or the first policy."""
+        from ..models.lora import AdapterFreeModel
+
         if self.peft_model is not None:
             return AdapterFreeModel(self.peft_model), self.tokenizer
         return self.reference_model if self.reference_model is not None else self.models[0], self.tokenizer
@@ -132,6 +212,8 @@ def _shared_tokenizer(tokenizer: Any, objectives: Sequence[str]) -> Any:
         return tokenizer
     if len(tokenizer) != len(objectives):
         raise ConfigError(f"got {len(tokenizer)} tokenizers for {len(objectives)} objectives; give one per policy")
+    from ..generation.fusion import check_same_tokenizer
+
     check_same_tokenizer(dict(zip(objectives, tokenizer)))
     return tokenizer[0]
 
@@ -173,6 +255,9 @@ def load_mod_policy(
 
     ``options`` go to :class:`MODPolicy` (divergence, alpha, beams, length_penalty).
     """
+    from ..models.loading import load_model
+    from ..models.lora import check_tokenizers, load_adapters
+
     if (adapters is None) == (models is None):
         raise ConfigError("give either per-objective adapters or per-objective models, not both or neither")
     if adapters is not None:
@@ -187,25 +272,3 @@ def load_mod_policy(
     return MODPolicy(
         [model for model, _ in loaded], [tok for _, tok in loaded], list(models), reference_model=reference, **options
     )
-
-
-def train_for_demo(
-    objectives: list[Objective],
-    workdir: Path,
-    *,
-    budget: str = "quick",
-    model: str | None = None,
-    seed: int = 0,
-    progress: bool = True,
-) -> MODPolicy:
-    """MOD over one LoRA adapter per objective, trained by the soups recipe into ``workdir`` (DPO on
-    objective-labelled pairs), or reloaded from a finished run there: give MOD the soups' workdir and both
-    methods share the same adapters. ``training_cost`` is that run's compute."""
-    names = [objective.name for objective in objectives]
-    adapters = finished_policies(workdir, names) or train_objective_policies(
-        objectives, workdir, trainer="dpo", model=model, budget=budget, seed=seed, progress=progress
-    )
-    policy = load_mod_policy(adapters=adapters, base=model)
-    compute = read_compute(workdir)
-    policy.training_cost = {key: compute[key] for key in TRAINING_COST_KEYS}
-    return policy

@@ -11,11 +11,14 @@ neither (75 words; Flesch 66), so the user message is where this model listens.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigError
 from ..core.preference import Preference
-from ..generation import GenerationConfig, Response, generate
+from .common.recipe import InstantConfig, InstantRecipe
+
+if TYPE_CHECKING:
+    from ..generation.policy import GenerationConfig, PreferenceArg, Response
 
 INSTRUCTIONS: dict[str, str] = {
     "simplicity": "Generate a response that can be easily understood by an elementary school student.",
@@ -46,6 +49,17 @@ def steering_text(preference: Preference) -> str:
     return " ".join(lines)
 
 
+def _steered(prompt: str, preference: Preference | None) -> str:
+    if preference is None:
+        return prompt
+    unknown = [name for name in preference.active() if name not in INSTRUCTIONS]
+    if unknown:
+        raise ConfigError(f"the prompting baseline has no instruction for {', '.join(unknown)}; "
+                          f"it knows {', '.join(INSTRUCTIONS)}")
+    text = steering_text(preference)
+    return f"{prompt}\n\n{text}" if text else prompt
+
+
 class PromptingPolicy:
     """The base model with the preference rendered into the prompt (the prompting baseline)."""
 
@@ -57,24 +71,31 @@ class PromptingPolicy:
         self.tokenizer = tokenizer
         self.name = name
 
-    def steer(self, prompts: Sequence[str], preference: Preference | None) -> list[str]:
-        """The user messages the model sees: each prompt plus the preference's instructions."""
-        if preference is None:
-            return list(prompts)
-        unknown = [name for name in preference.active() if name not in INSTRUCTIONS]
-        if unknown:
-            raise ConfigError(
-                f"the prompting baseline has no instruction for {', '.join(unknown)}; "
-                f"it knows {', '.join(INSTRUCTIONS)}"
-            )
-        text = steering_text(preference)
-        return [f"{prompt}\n\n{text}" if text else prompt for prompt in prompts]
+    def steer(self, prompts: Sequence[str], preference: PreferenceArg) -> list[str]:
+        """The user messages the model sees: each prompt plus its preference's instructions."""
+        from ..generation.policy import preferences_per_prompt
 
-    def generate(self, prompts: Sequence[str], preference: Preference | None, config: GenerationConfig) -> list[Response]:
-        responses = generate(self.model, self.tokenizer, self.steer(prompts, preference), config)
-        for prompt, response in zip(prompts, responses):
+        return [_steered(prompt, item) for prompt, item in zip(prompts, preferences_per_prompt(prompts, preference))]
+
+    def generate(self, prompts: Sequence[str], preference: PreferenceArg, config: GenerationConfig) -> list[Response]:
+        """One batch for every preference: each row's preference is written into its own prompt."""
+        from ..generation import STEERING, generate
+
+        steered = self.steer(prompts, preference)
+        responses = generate(self.model, self.tokenizer, steered, config)
+        for prompt, message, response in zip(prompts, steered, responses):
             response.prompt = prompt
+            response.meta[STEERING] = {"instructions": message[len(prompt):].strip()}
         return responses
 
     def reference(self) -> tuple[Any, Any]:
         return self.model, self.tokenizer
+
+
+class PromptingRecipe(InstantRecipe):
+    name = "prompting"
+    summary = "the base model with the preference written into the prompt (baseline)"
+    Config = InstantConfig
+
+    def build(self, model: Any, tokenizer: Any, objectives: list, config: InstantConfig) -> PromptingPolicy:
+        return PromptingPolicy(model, tokenizer)

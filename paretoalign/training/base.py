@@ -79,6 +79,15 @@ class TrainResult:
     trained_tokens: int
     metrics: dict[str, float]
     data: DataReport
+    generated_tokens: int = 0
+    """Tokens the trainer sampled itself (RL rollouts); 0 for offline trainers."""
+    wall_time_s: float = 0.0
+
+    @property
+    def compute(self) -> dict[str, float]:
+        """The run's cost as every stage record counts it (``core.rundir.COMPUTE_KEYS``)."""
+        return {"generated_tokens": self.generated_tokens, "trained_tokens": self.trained_tokens,
+                "wall_time_s": round(self.wall_time_s, 3)}
 
 
 def as_record_dict(record: Any) -> dict[str, Any]:
@@ -101,6 +110,8 @@ class Trainer(ABC):
 
     kind: ClassVar[str] = "train"
     required_columns: ClassVar[tuple[str, ...]] = ()
+    generated_tokens: int = 0
+    """Tokens sampled by the trainer itself (RL rollouts count theirs); reported in ``TrainResult.compute``."""
 
     def __init__(
         self,
@@ -404,7 +415,9 @@ class Trainer(ABC):
             self.run.add_artifact("model", FINAL_MODEL, kind=self.saved_model_kind())
         accelerator.wait_for_everyone()
         accelerator.end_training()
-        return TrainResult(run_dir, model_dir, self.state.step, self.state.tokens, final, self.data_report)
+        return TrainResult(run_dir, model_dir, self.state.step, self.state.tokens, final, self.data_report,
+                           generated_tokens=int(self.generated_tokens),
+                           wall_time_s=self.state.elapsed_s)
 
     @property
     def unwrapped_model(self) -> torch.nn.Module:

@@ -1,25 +1,21 @@
-"""Training configs: TRL-style dataclasses that load from YAML and are overridden by command-line flags.
-
-``--config run.yaml --lr 1e-5`` reads the YAML file, then applies the flags the user actually typed.
-The dataclass -> argparse bridge (:func:`add_config_arguments`, :func:`parse_config`) is generic so the
-command line can reuse it for any config dataclass.
-"""
+"""Training configs: TRL-style dataclasses that load from YAML and are overridden by command-line flags
+through the one parser of ``core.config`` (re-exported here for the trainers' callers)."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import types
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import yaml
-
+from ..core.config import (  # noqa: F401  (the one parser, re-exported for trainers)
+    add_config_arguments,
+    config_from_namespace,
+    first_difference,
+    load_config,
+    parse_config,
+)
 from ..core.errors import ConfigError
-from ..core.files import existing_file
 
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -30,10 +26,6 @@ DPO_LOSSES = ("dpo", "dpo_nll", "margin", "adaptive_margin", "ema_margin", "modp
 RESUME_MUTABLE = frozenset(
     {"resume", "overwrite", "output_dir", "progress", "max_steps", "epochs", "save_every", "eval_every", "log_every", "report_to", "keep_checkpoints"}
 )
-
-_KIND_NAMES = {int: "an integer", float: "a number", str: "text"}
-
-ConfigT = TypeVar("ConfigT", bound="TrainConfig")
 
 
 @dataclass
@@ -153,110 +145,6 @@ def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
         raise ConfigError(f"{name} {value!r} is not one of {', '.join(choices)}")
 
 
-def load_config(cls: type[ConfigT], path: str | Path | None = None, **overrides: Any) -> ConfigT:
-    """A ``cls`` from a YAML file (optional) with ``overrides`` on top; unknown keys raise ConfigError."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        values.update(_read_yaml(path))
-    values.update(overrides)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = [key for key in values if key not in names]
-    if unknown:
-        raise ConfigError(f"unknown config key {unknown[0]!r} for {cls.__name__}; known keys: {', '.join(sorted(names))}")
-    try:
-        return cls(**{key: _coerce(cls, key, value) for key, value in values.items()})
-    except TypeError as exc:
-        raise ConfigError(f"invalid {cls.__name__}: {exc}") from None
-
-
-def _read_yaml(path: str | Path) -> dict[str, Any]:
-    text = existing_file(path, "config file").read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of key: value")
-    return {str(key).replace("-", "_"): value for key, value in data.items()}
-
-
-def _field_type(cls: type, name: str) -> Any:
-    return typing.get_type_hints(cls)[name]
-
-
-def _base_type(annotation: Any) -> tuple[Any, bool]:
-    """``(element type, is_list)`` with ``None`` stripped from an optional annotation."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
-    if typing.get_origin(annotation) is list:
-        return typing.get_args(annotation)[0], True
-    return annotation, False
-
-
-def _coerce(cls: type, name: str, value: Any) -> Any:
-    """``value`` converted to the field's type, or ConfigError naming the field."""
-    element, is_list = _base_type(_field_type(cls, name))
-    if value is None:
-        return None
-    if is_list:
-        items = value if isinstance(value, (list, tuple)) else [value]
-        return [_scalar(name, element, item) for item in items]
-    return _scalar(name, element, value)
-
-
-def _scalar(name: str, kind: type, value: Any) -> Any:
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("true", "yes", "1", "on"):
-            return True
-        if str(value).lower() in ("false", "no", "0", "off"):
-            return False
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r}") from None
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add ``--config`` and one ``--flag`` per dataclass field; only flags the user types are set."""
-    parser.add_argument("--config", default=None, help="YAML file with config keys; flags override it")
-    group = parser.add_argument_group(f"{cls.__name__} options")
-    for item in dataclasses.fields(cls):
-        element, is_list = _base_type(_field_type(cls, item.name))
-        flag = "--" + item.name.replace("_", "-")
-        help_text = item.metadata.get("help", "")
-        if element is bool:
-            group.add_argument(flag, dest=item.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
-        else:
-            group.add_argument(
-                flag,
-                dest=item.name,
-                nargs="+" if is_list else None,
-                default=argparse.SUPPRESS,
-                metavar=item.name.upper(),
-                help=help_text,
-            )
-
-
-def config_from_namespace(cls: type[ConfigT], args: argparse.Namespace) -> ConfigT:
-    """The config from ``--config`` YAML plus every flag present in ``args`` (set by add_config_arguments)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    overrides = {key: value for key, value in vars(args).items() if key in names}
-    return load_config(cls, getattr(args, "config", None), **overrides)
-
-
-def parse_config(cls: type[ConfigT], argv: Sequence[str] | None = None, prog: str | None = None) -> ConfigT:
-    """Parse ``argv`` (``--config run.yaml --lr 1e-5``) into a ``cls``; argparse errors exit as usual."""
-    parser = argparse.ArgumentParser(prog=prog, description=cls.__doc__)
-    add_config_arguments(parser, cls)
-    return config_from_namespace(cls, parser.parse_args(argv))
-
-
 def resume_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
     """The first field whose value differs between a checkpoint's config and this run's, ignoring bookkeeping."""
-    for key in sorted(set(saved) | set(current)):
-        if key not in RESUME_MUTABLE and saved.get(key) != current.get(key):
-            return key
-    return None
+    return first_difference(saved, current, RESUME_MUTABLE)

@@ -16,12 +16,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..core.errors import ConfigError
-from ..data.records import PreferencePair
-from ..generation.chat import render_prompts
-from ..generation.policy import GenerationConfig
-from ..generation.sampling import generate
-from ..objectives.base import Objective
+from ...core.errors import ConfigError
+from ...data.records import PreferencePair
+from ...generation.chat import render_prompts
+from ...generation.policy import GenerationConfig
+from ...generation.sampling import generate
+from ...objectives.base import Objective
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,175 @@
+"""Training one policy per objective (Rewarded Soups, MOD, and the coming P-Soups and SIPO share it).
+
+Two stages in the method's run directory:
+
+1. ``samples`` (DPO only): ``samples`` base-model answers per train prompt, drawn once and shared by every
+   objective, written to ``data/samples.jsonl``.
+2. ``policies``: one LoRA adapter per objective under ``policies/<objective>/``: DPO on the objective's
+   best-vs-worst pairs of those samples, or PPO on its normalized reward (the papers' trainer). Each finished
+   adapter is recorded at once, so an interrupted run resumes with the next objective.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ...core.config import setting
+from ...core.errors import ConfigError, DataError
+from ...core.rundir import RunDirectory
+
+if TYPE_CHECKING:
+    from ...objectives.base import Objective
+
+SAMPLES_FILE = "data/samples.jsonl"
+POLICIES_DIR = "policies"
+TRAINERS = ("dpo", "ppo")
+
+
+@dataclass
+class ObjectivePoliciesConfig:
+    """How each objective's policy is trained: the trainer, its data and its schedule."""
+
+    model: str | None = setting(None, "base model: hub id, folder or .gguf (default: the embedded model)")
+    trainer: str = setting("ppo", "per-objective trainer: ppo (the papers') or dpo (best-vs-worst pairs of "
+                           "base-model samples; the CPU preset)", choices=TRAINERS)
+    prompts: int = setting(192, "train prompts (shipped instructions, train split)")
+    samples: int = setting(4, "DPO: base-model samples per prompt, ranked by each objective")
+    max_new_tokens: int = setting(96, "tokens per sampled response")
+    temperature: float = setting(1.0, "sampling temperature of the DPO samples")
+    epochs: float = setting(2.0, "DPO passes over the pairs")
+    batch_size: int = setting(8, "DPO pairs per optimizer step")
+    lr: float = setting(1e-4, "DPO learning rate")
+    beta: float = setting(0.1, "DPO inverse temperature")
+    max_length: int = setting(256, "DPO tokens per prompt + response")
+    ppo_steps: int = setting(64, "PPO iterations per objective")
+    lora_r: int = setting(16, "LoRA rank")
+    lora_alpha: int = setting(32, "LoRA alpha")
+    seed: int = setting(0, "random seed")
+    device: str = setting("auto", "cpu, cuda, cuda:N or auto")
+    progress: bool = setting(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        if self.prompts < 1 or self.max_new_tokens < 1:
+            raise ConfigError(f"prompts and max_new_tokens must be >= 1, got {self.prompts} and {self.max_new_tokens}")
+        if self.trainer == "dpo" and self.samples < 2:
+            raise ConfigError(f"samples must be >= 2 to form best-vs-worst pairs, got {self.samples}")
+
+
+OBJECTIVE_POLICY_PRESETS: dict[str, dict[str, Any]] = {
+    "quick": dict(trainer="dpo", prompts=32, samples=4, max_new_tokens=48, epochs=2, batch_size=4, lr=2e-4,
+                  max_length=192),
+    "full": dict(trainer="ppo", prompts=192, max_new_tokens=96, ppo_steps=64),
+}
+"""``quick`` trains by DPO (a few CPU minutes for two objectives on the default model) where the papers use PPO;
+``full`` is the papers' PPO."""
+
+
+def folder_name(objective: str) -> str:
+    """A file-system-safe folder name for an objective (``rm:org/model`` -> ``rm_org_model``)."""
+    return re.sub(r"[^\w.-]+", "_", objective).strip("._") or "objective"
+
+
+def check_objectives(objectives: list[Objective]) -> list[str]:
+    """The objective names, refusing repeats and names that collide as folders."""
+    names = [objective.name for objective in objectives]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"objective {repeated[0]!r} appears twice; give each objective once")
+    if len({folder_name(name) for name in names}) != len(names):
+        raise ConfigError(f"objectives {', '.join(names)} map to the same folder name; rename one of them")
+    return names
+
+
+def train_prompts(count: int) -> list[str]:
+    from ...data import load_prompts
+
+    return [record.prompt for record in load_prompts("instructions", "train")[:count]]
+
+
+def sample_candidates(run: RunDirectory, objectives: list[Objective], config: ObjectivePoliciesConfig) -> dict:
+    """Stage ``samples``: the shared base-model answers the DPO pairs are ranked from (nothing for PPO)."""
+    from ...data import ScoredResponse, write_jsonl
+    from ...generation import GenerationConfig, generate
+    from ...models import load_model
+
+    check_objectives(objectives)
+    if config.trainer != "dpo":
+        return {"generated_tokens": 0, "trained_tokens": 0}
+    prompts = train_prompts(config.prompts)
+    model, tokenizer = load_model(config.model, device=config.device)
+    generation = GenerationConfig(max_new_tokens=config.max_new_tokens, min_new_tokens=1,
+                                  temperature=config.temperature, seed=config.seed, batch_size=32,
+                                  progress=config.progress)
+    expanded = [prompt for prompt in prompts for _ in range(config.samples)]
+    responses = generate(model, tokenizer, expanded, generation)
+    write_jsonl(run.path / SAMPLES_FILE, [ScoredResponse(prompt=p, response=r.text) for p, r in zip(expanded, responses)])
+    return {"responses": len(responses), "generated_tokens": sum(len(r.token_ids) for r in responses),
+            "trained_tokens": 0}
+
+
+def train_policies(run: RunDirectory, objectives: list[Objective], config: ObjectivePoliciesConfig) -> dict:
+    """Stage ``policies``: one adapter per objective; finished ones (from an interrupted run) are kept."""
+    done = run.manifest.setdefault("policies", {})
+    for objective in objectives:
+        if objective.name in done:
+            continue
+        started = time.perf_counter()
+        output_dir = run.path / POLICIES_DIR / folder_name(objective.name)
+        train = _train_dpo if config.trainer == "dpo" else _train_ppo
+        result, details = train(run, objective, output_dir, config)
+        done[objective.name] = {"adapter": str(result.model_dir.relative_to(run.path)), **details,
+                                **result.compute, "wall_time_s": round(time.perf_counter() - started, 3)}
+        run.save_manifest()
+    return {key: sum(entry.get(key, 0) for entry in done.values())
+            for key in ("generated_tokens", "trained_tokens", "wall_time_s")}
+
+
+def policy_folders(run: RunDirectory) -> dict[str, Path]:
+    """Objective -> adapter folder of a run whose ``policies`` stage finished."""
+    return {name: run.path / entry["adapter"] for name, entry in run.manifest.get("policies", {}).items()}
+
+
+def _grouped_samples(run: RunDirectory, samples: int) -> tuple[list[str], list[list[str]]]:
+    from ...data import ScoredResponse, read_jsonl
+
+    rows = read_jsonl(run.path / SAMPLES_FILE, ScoredResponse)
+    prompts = [rows[i].prompt for i in range(0, len(rows), samples)]
+    return prompts, [[row.response for row in rows[i : i + samples]] for i in range(0, len(rows), samples)]
+
+
+def _train_dpo(run: RunDirectory, objective: Objective, output_dir: Path, config: ObjectivePoliciesConfig):
+    """DPO of a fresh LoRA adapter on ``objective``'s best-vs-worst pairs."""
+    from ...core.runtime import autocast_precision
+    from ...training import DPOConfig, run_training
+    from .pairs import best_worst_pairs
+
+    prompts, candidates = _grouped_samples(run, config.samples)
+    pairs, ties = best_worst_pairs(prompts, candidates, objective)
+    if not pairs:
+        raise DataError(f"every prompt's samples tie on {objective.name!r}, so there are no pairs to train on; "
+                        "raise samples or max_new_tokens")
+    dpo = DPOConfig(model=config.model, output_dir=str(output_dir), overwrite=True, epochs=config.epochs,
+                    lr=config.lr, beta=config.beta, batch_size=config.batch_size, max_length=config.max_length,
+                    lora_r=config.lora_r, lora_alpha=config.lora_alpha, seed=config.seed, device=config.device,
+                    mixed_precision=autocast_precision(config.device), progress=config.progress)
+    result = run_training("dpo", dpo, train_data=pairs)
+    return result, {"trainer": "dpo", "pairs": len(pairs), "tied_prompts": ties, "steps": result.steps}
+
+
+def _train_ppo(run: RunDirectory, objective: Objective, output_dir: Path, config: ObjectivePoliciesConfig):
+    """PPO of a fresh LoRA adapter on ``objective``'s normalized reward."""
+    from ...core.runtime import autocast_precision
+    from ...training import run_training
+    from ...training.rl.ppo import PPOConfig
+
+    ppo = PPOConfig(model=config.model, output_dir=str(output_dir), overwrite=True, objectives=objective.name,
+                    max_steps=config.ppo_steps, max_new_tokens=config.max_new_tokens, lora_r=config.lora_r,
+                    lora_alpha=config.lora_alpha, seed=config.seed, device=config.device,
+                    mixed_precision=autocast_precision(config.device), progress=config.progress)
+    prompts = [{"prompt": prompt} for prompt in train_prompts(config.prompts)]
+    result = run_training("ppo", ppo, train_data=prompts, objectives=[objective])
+    return result, {"trainer": "ppo", "steps": result.steps}

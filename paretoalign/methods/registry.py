@@ -1,0 +1,21 @@
+"""Every method, by name: one line per recipe. Importing this module loads no model library."""
+
+from __future__ import annotations
+
+from .base import BaseRecipe
+from .best_of_n import BestOfNRecipe
+from .common.recipe import Recipe
+from .mod import MODRecipe
+from .prompting import PromptingRecipe
+from .soups import SoupsRecipe
+
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        BaseRecipe(),
+        PromptingRecipe(),
+        BestOfNRecipe(),
+        SoupsRecipe(),
+        MODRecipe(),
+    )
+}
