@@ -69,11 +69,13 @@ class Recipe:
     # ------------------------------------------------------------------ fit
 
     def fit(self, objectives: Any, run_dir: str | os.PathLike, config: Any = None, *,
-            overwrite: bool = False, log: Any = None) -> RunDirectory:
+            overwrite: bool = False, until: str | None = None, log: Any = None) -> RunDirectory:
         """Fit into ``run_dir``; resume an interrupted run with the same settings, return a finished one as it
-        is, refuse one with other settings (naming the field) unless ``overwrite``. ``log(message)`` hears
-        what happens (default: silent)."""
+        is, refuse one with other settings (naming the field) unless ``overwrite``. ``until``: stop after that
+        stage (the run stays unfinished; a later fit goes on). ``log(message)`` hears what happens."""
         config = self.config() if config is None else self._checked(config)
+        if until is not None and until not in self.stages:
+            raise ConfigError(f"{self.name} has no stage {until!r}; its stages are {', '.join(self.stages) or 'none'}")
         objectives = resolve_objectives(objectives)
         run = RunDirectory.for_fit(run_dir, self.name, self.fingerprint(config, objectives), overwrite=overwrite)
         say = log or (lambda message: None)
@@ -93,6 +95,9 @@ class Recipe:
             record = dict(getattr(self, stage.replace("-", "_"))(run, objectives, config) or {})
             record.setdefault("wall_time_s", round(time.perf_counter() - started, 3))
             run.record_stage(stage, record)
+            if stage == until and stage != self.stages[-1]:
+                say(f"{self.name}: stopped after {stage}; fit again to go on")
+                return run
         return run.mark_finished()
 
     def needs_normalization(self, config: Any) -> bool:
