@@ -38,6 +38,10 @@ class ModelLoadError(ParetoAlignError):
     """A model or tokenizer cannot be loaded from what was given."""
 
 
+class JudgeError(ParetoAlignError, RuntimeError):
+    """A judge backend failed (server unreachable after retries, an answer that is not a completion)."""
+
+
 class MissingDependencyError(ParetoAlignError, ImportError):
     """An optional package needed for this feature is not installed."""
 
