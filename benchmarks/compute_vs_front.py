@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from paretoalign.evaluation import load_results  # noqa: E402
-from paretoalign.interfaces.demo import DEFAULT_OBJECTIVES, PRESETS, SweepPlan, run_sweep  # noqa: E402
+from paretoalign.evaluation.campaign import DEFAULT_OBJECTIVES, PRESETS, SweepPlan, run_sweep  # noqa: E402
 
 METHODS = ("base", "ric", "soups", "morlhf")
 

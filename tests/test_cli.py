@@ -92,7 +92,7 @@ def test_generate_answers_with_the_embedded_model_offline(capsys):
 
 
 def test_full_preset_sweeps_the_trained_recipes_beside_the_baselines():
-    from paretoalign.interfaces.demo import PRESETS
+    from paretoalign.evaluation.campaign import PRESETS
     from paretoalign.methods import check_method_names
 
     full = PRESETS["full"].methods

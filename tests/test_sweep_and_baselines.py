@@ -7,7 +7,8 @@ import pytest
 
 from paretoalign.core import ConfigError, Preference
 from paretoalign.evaluation import weight_grid
-from paretoalign.evaluation.sweep import evaluate, fit_reference_normalization
+from paretoalign.evaluation.sweep import evaluate
+from paretoalign.objectives.normalization import fit_reference_normalization
 from paretoalign.generation import BasePolicy, GenerationConfig
 from paretoalign.interfaces.cli import main
 from paretoalign.methods.best_of_n import BestOfNPolicy, best_of_n_kl
@@ -145,36 +146,43 @@ def test_eval_command_writes_results_plots_and_report(tiny_model_dir, tmp_path, 
     assert json.loads((again / "results.json").read_text())["prompts"] == 2
 
 
+def _adapter_bytes(run):
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("adapter_model.safetensors"))}
+
+
 def test_trained_methods_share_policies_and_a_rerun_reloads_them(tiny_model_dir, tmp_path, capsys):
-    """soups and MOD train one set of per-objective adapters; ``eval RUN_DIR`` reuses them without training."""
+    """MOD reuses the soups' per-objective adapters; ``eval RUN_DIR`` copies and reloads them without training."""
     out = tmp_path / "trained"
     argv = _eval_argv(tiny_model_dir, out)
     argv[1] = "soups,mod"
     assert main(argv) == 0
     assert "train tok" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
+    assert list(results["methods"]) == ["base", "soups", "mod"]  # the base model's row is always there
     soups, mod = results["methods"]["soups"]["cost"], results["methods"]["mod"]["cost"]
     assert soups["trained_tokens"] > 0 and soups["training_seconds"] > 0
-    assert {k: soups[k] for k in ("trained_tokens", "training_generated_tokens", "training_seconds")} == \
-        {k: mod[k] for k in ("trained_tokens", "training_generated_tokens", "training_seconds")}
-    assert sorted(p.name for p in (out / "methods").iterdir()) == ["objective_policies"]
+    assert {k: soups[k] for k in ("trained_tokens", "training_generated_tokens")} == \
+        {k: mod[k] for k in ("trained_tokens", "training_generated_tokens")}
+    assert sorted(p.name for p in (out / "methods").iterdir()) == ["mod", "soups"]
+    trained = _adapter_bytes(out / "methods" / "soups")
+    assert _adapter_bytes(out / "methods" / "mod").values().__len__() == 2
+    assert sorted(_adapter_bytes(out / "methods" / "mod").values()) == sorted(trained.values())
 
     again = tmp_path / "again"
     assert main(["eval", str(out), "--out", str(again), "--points", "3", "--max-new-tokens", "8",
                  "--eval-prompts", "3", "--dtype", "float32"]) == 0
-    assert not (again / "methods").exists()  # nothing retrained: the first run's adapters answer
+    assert _adapter_bytes(again / "methods" / "soups") == trained  # copied, not retrained
     rerun = json.loads((again / "results.json").read_text())
-    assert rerun["methods"]["soups"]["cost"]["training_seconds"] == soups["training_seconds"]
+    assert rerun["methods"]["soups"]["cost"]["trained_tokens"] == soups["trained_tokens"]
     rewards = [[p["rewards"] for p in run["methods"]["soups"]["points"]] for run in (results, rerun)]
     assert rewards[0] == rewards[1]  # same adapters, same seeds, same answers
 
-    compute = out / "methods" / "objective_policies" / "compute.json"
-    before = compute.read_text()
+    before = (out / "methods" / "soups" / "manifest.json").read_text()
     other = tmp_path / "other-seed"
     assert main(["eval", str(out), "--out", str(other), "--points", "3", "--max-new-tokens", "8",
                  "--eval-prompts", "3", "--dtype", "float32", "--seed", "1"]) == 0
-    assert (other / "methods" / "objective_policies" / "compute.json").is_file()  # trained anew, in the new run
-    assert compute.read_text() == before  # the first run's artifacts are untouched
+    assert json.loads((other / "methods" / "soups" / "manifest.json").read_text())["fingerprint"]["seed"] == 1
+    assert (out / "methods" / "soups" / "manifest.json").read_text() == before  # the first run is untouched
 
 
 def test_eval_bad_input_is_one_line_exit_2(tiny_model_dir, tmp_path, capsys):
@@ -188,6 +196,7 @@ def test_eval_bad_input_is_one_line_exit_2(tiny_model_dir, tmp_path, capsys):
         (_eval_argv(tiny_model_dir, tmp_path / "b", "--samples", "0"), "--samples must be > 0"),
         (_eval_argv(tiny_model_dir, foreign), "not a paretoalign run"),
         (["eval", "nope", "--out", str(tmp_path / "c")], "unknown method 'nope'"),
+        (["eval", str(tmp_path / "missing"), "--out", str(tmp_path / "c")], "does not exist"),
         (_eval_argv(tiny_model_dir, tmp_path / "d")[:5] + ["conciseness,humor", "--out", str(tmp_path / "d")],
          "unknown objective 'humor'"),
     ]

@@ -126,10 +126,11 @@ def _scalar(name: str, kind: type, value: Any) -> Any:
 
 
 def add_config_arguments(
-    parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = (), with_file: bool = True
+    parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = (), with_file: bool = True,
+    presets: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    """Add ``--config`` and one ``--flag`` per dataclass field (defaults and help from the dataclass); only the
-    flags a user types are set, so YAML values survive."""
+    """Add ``--config`` and one ``--flag`` per dataclass field (defaults and help from the dataclass, with each
+    preset's value where it differs); only the flags a user types are set, so YAML values survive."""
     if with_file:
         parser.add_argument("--config", default=None, metavar="FILE", help="YAML file of settings; flags override it")
     group = parser.add_argument_group(f"{cls.__name__} settings")
@@ -139,7 +140,7 @@ def add_config_arguments(
             continue
         element, is_list = _base_type(_field_type(cls, item.name))
         flag = "--" + item.name.replace("_", "-")
-        help_text = _help(item)
+        help_text = _help(item, presets or {})
         if element is bool and not is_list:
             group.add_argument(flag, dest=item.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
@@ -148,15 +149,17 @@ def add_config_arguments(
                                metavar=item.name.upper(), help=help_text)
 
 
-def _help(item: dataclasses.Field) -> str:
-    """The field's help text with its default (argparse's %(default)s is SUPPRESS here)."""
+def _help(item: dataclasses.Field, presets: Mapping[str, Mapping[str, Any]]) -> str:
+    """The field's help text with its default and the presets' values (argparse's %(default)s is SUPPRESS)."""
     default = item.default if item.default is not dataclasses.MISSING else (
         item.default_factory() if item.default_factory is not dataclasses.MISSING else None)
     text = item.metadata.get("help", "")
     choices = item.metadata.get("choices")
     if choices:
         text += f" ({' | '.join(map(str, choices))})"
-    return f"{text} (default: {default})".replace("%", "%%")
+    shown = [f"default: {default}"] + [f"{name}: {values[item.name]}" for name, values in presets.items()
+                                       if item.name in values and values[item.name] != default]
+    return f"{text} ({'; '.join(shown)})".replace("%", "%%")
 
 
 def overrides_from_namespace(cls: type, args: argparse.Namespace) -> dict[str, Any]:
