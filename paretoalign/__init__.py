@@ -26,6 +26,7 @@ _EXPORTS = {
     "TrainingError": "paretoalign.core",
     "RunDirectory": "paretoalign.core",
     "set_seed": "paretoalign.core",
+    "weight_grid": "paretoalign.core",
     # data
     "PromptRecord": "paretoalign.data",
     "ScoredResponse": "paretoalign.data",
@@ -59,16 +60,18 @@ _EXPORTS = {
     "kl_to_reference": "paretoalign.generation",
     # training
     "run_training": "paretoalign.training",
-    # methods: steerable policies and the one call that trains any recipe for a sweep
-    "build_policy": "paretoalign.methods",
-    "train_policy": "paretoalign.methods",
+    "PreferenceArg": "paretoalign.generation",
+    # methods: the recipe contract (fit / load), the registry, and the steerable policies
+    "Recipe": "paretoalign.methods",
+    "RECIPES": "paretoalign.methods",
+    "get_recipe": "paretoalign.methods",
+    "load_run": "paretoalign.methods",
     "RiCPolicy": "paretoalign.methods.ric",
     "SoupPolicy": "paretoalign.methods.soups",
     "MODPolicy": "paretoalign.methods.mod",
     "MAVISPolicy": "paretoalign.methods.mavis",
     "MORLHFPolicy": "paretoalign.methods.morlhf",
     # evaluation
-    "weight_grid": "paretoalign.evaluation",
     "evaluate": "paretoalign.evaluation",
 }
 

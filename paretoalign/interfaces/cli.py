@@ -86,9 +86,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from ..methods import instant_policy, load_run
     from ..methods.prompting import INSTRUCTIONS
 
-    preference = None  # checked before any model loads (a run's objectives once its policy says them)
+    preference = None  # checked before any model loads
     if args.preference:
-        known = None if args.run else list(INSTRUCTIONS)
+        known = _run_objective_names(args.run) if args.run else list(INSTRUCTIONS)
         preference = Preference.parse(args.preference, known=known, normalize=args.normalize_weights)
     config = generation_config_from_args(args, system_prompt=args.system)
     if args.run:
@@ -103,6 +103,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for response, scored in zip(responses, scores):
         _print_answer(response, preference, scored, args, several=len(responses) > 1)
     return 0
+
+
+def _run_objective_names(run_dir: str) -> list[str] | None:
+    """The objective names a run was fitted on, from its manifest (None when unknown before loading)."""
+    from ..core.rundir import RunDirectory, is_run_dir
+
+    if not is_run_dir(run_dir):
+        return None
+    specs = RunDirectory.open(run_dir).fingerprint.get("objectives") or []
+    if not specs or any(spec.startswith("rm:") for spec in specs):
+        return None
+    return [spec.partition("?")[0] for spec in specs]
 
 
 def _scores(policy, args: argparse.Namespace, responses) -> list[dict]:

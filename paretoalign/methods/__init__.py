@@ -48,8 +48,11 @@ def load_run(target: str | os.PathLike, device: str = "auto", dtype: str = "auto
     if path.exists():
         raise ConfigError(f"{str(path)!r} is not a paretoalign run (no valid manifest.json); give the --out folder "
                           "of `paretoalign fit`")
-    raise ConfigError(f"{str(target)!r} is neither a run directory nor a method; give a run folder or one of "
-                      f"{', '.join(name for name, r in RECIPES.items() if r.instant)}")
+    instant = ", ".join(name for name, recipe in RECIPES.items() if recipe.instant)
+    if os.sep in str(target):
+        raise ConfigError(f"run directory {str(target)!r} does not exist; give the --out folder of a finished fit, "
+                          f"or a method: {instant}")
+    raise ConfigError(f"{str(target)!r} is neither a run directory nor a method; give a run folder or one of {instant}")
 
 
 def instant_policy(name: str, objectives: str = DEFAULT_OBJECTIVES, *, model: str | None = None,
