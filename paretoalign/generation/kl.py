@@ -20,6 +20,17 @@ from .decoding import evaluation_mode
 from .policy import Response
 
 
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Teacher-forced log softmax(logits / temperature)[tokens] in float32: (B, T, V) and (B, T) -> (B, T); one
+    sequence at a time so the float32 upcast of the logits stays one row. Every log-likelihood (KL, DPO, PPO)
+    is computed here."""
+    rows = []
+    for row_logits, row_tokens in zip(logits, tokens):
+        row_logits = row_logits.float() / temperature
+        rows.append(row_logits.gather(-1, row_tokens.unsqueeze(-1)).squeeze(-1) - row_logits.logsumexp(dim=-1))
+    return torch.stack(rows)
+
+
 def _batch_logprobs(
     model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], padding_value: int
 ) -> list[torch.Tensor]:
@@ -40,9 +51,7 @@ def _batch_logprobs(
         position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
         logits_to_keep=longest + 1,
     )
-    logits = output.logits[:, :-1].float()
-    targets = response_ids.to(device)[..., None]
-    logprobs = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    logprobs = token_logprobs(output.logits[:, :-1], response_ids.to(device))
     return [logprobs[i, : len(ids)].cpu() for i, ids in enumerate(responses)]
 
 

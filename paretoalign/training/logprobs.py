@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from ..generation.kl import token_logprobs
+
 IGNORE_INDEX = -100
 
 
@@ -29,16 +31,6 @@ def response_logprobs(
         )
     targets = labels[:, 1:]
     scored = response_mask[:, 1:].bool() & (targets != IGNORE_INDEX)
-    token_logps = _token_logprobs(logits[:, :-1], targets.masked_fill(~scored, 0))
+    token_logps = token_logprobs(logits[:, :-1], targets.masked_fill(~scored, 0))
     sum_logps = (token_logps * scored).sum(dim=-1)
     return sum_logps, scored.sum(dim=-1)
-
-
-def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log_softmax(logits)[targets] in float32, one sequence at a time to bound the upcast memory."""
-    rows = []
-    for row_logits, row_targets in zip(logits, targets):
-        row_logits = row_logits.float()
-        picked = row_logits.gather(-1, row_targets.unsqueeze(-1)).squeeze(-1)
-        rows.append(picked - row_logits.logsumexp(dim=-1))
-    return torch.stack(rows)

@@ -11,9 +11,9 @@ Layout of a batch of B rollouts. ``sequences`` is (B, T): each prompt left-padde
 P, then its response right-padded to A = T − P columns, so every response starts in column P. The
 per-token tensors are (B, A) over those A action columns: entry ``[b, j]`` belongs to the token
 ``sequences[b, P + j]``, and ``action_mask[b, j]`` says whether that is a real response token (not
-padding). Log-probabilities are those of the full distribution at temperature 1 (the distribution the
-PPO ratio and the KL penalty are about); rollouts should therefore be sampled at temperature 1 with no
-truncation, which keeps them on-policy.
+padding). The policy's log-probabilities are those of its full distribution at the rollout temperature
+(the distribution sampled from, so the PPO ratio stays on-policy; rollouts use no top-k / top-p
+truncation); π_ref's are those of its untempered distribution (METHODS.md, "KL to the reference").
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ from ...core.errors import ConfigError, TrainingError
 from ...core.preference import Preference
 from ...generation import GenerationConfig, Response, generate, prompt_token_ids
 from ...generation.chat import pad_id, pad_left
+from ...generation.kl import token_logprobs
 from ...models import reference_mode
 from ...objectives import Objective, scalarize
 
-Critic = Callable[[torch.Tensor], dict[str, torch.Tensor]]
-"""``critic(hidden states (B, A, H)) -> {stream: values (B, A)}``: value heads read on the policy's states."""
+Critic = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+"""``critic(sequences (B, T), attention_mask (B, T), policy hidden states (B, A, H)) -> {stream: values (B, A)}``:
+value heads read on the policy's states, or separate critic networks read on the sequences."""
 
 
 @dataclass
@@ -150,12 +152,6 @@ def action_hidden_states(
     return hidden[:, -num_actions - 1 : -1]
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[tokens] in float32: (B, A, V) logits and (B, A) tokens -> (B, A)."""
-    logits = logits.float()
-    return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)
-
-
 def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of each position's next-token distribution (B, A), in nats."""
     logprobs = torch.log_softmax(logits.float(), dim=-1)
@@ -163,12 +159,14 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def logprobs_from_hidden(
-    model: torch.nn.Module, hidden: torch.Tensor, sequences: torch.Tensor, action_mask: torch.Tensor
+    model: torch.nn.Module, hidden: torch.Tensor, sequences: torch.Tensor, action_mask: torch.Tensor,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
-    """The LM head on :func:`action_hidden_states` output: log-probs of the response tokens (B, A)."""
+    """The LM head on :func:`action_hidden_states` output: log-probs of the response tokens (B, A) at
+    ``temperature``."""
     _, head = causal_lm_parts(model)
     num_actions = action_mask.shape[1]
-    return token_logprobs(head(hidden), sequences[:, -num_actions:]) * action_mask
+    return token_logprobs(head(hidden), sequences[:, -num_actions:], temperature) * action_mask
 
 
 def rollout_batch(
@@ -215,10 +213,10 @@ class ExperienceMaker:
     ``objectives`` are rewards (normalized with their stored statistics, which they must carry);
     ``preference`` (optional) scalarizes them into ``scalar_reward``; ``cost_objectives`` are scored raw
     into ``costs``. ``score_batch_size`` bounds the pairs per scorer call, ``forward_batch_size`` the
-    rollouts per teacher-forced forward pass; ``system_prompt`` is the chat system message of the policy.
-    ``critic`` (optional) maps the policy's hidden states (B, A, H) to per-token values by stream name;
-    trainers whose value heads sit on the policy pass it so the old values come from the same forward
-    pass as the old log-probabilities (they land in ``Experience.values``).
+    rollouts per teacher-forced forward pass; ``system_prompt`` is the chat system message of the policy;
+    ``temperature`` the rollout temperature, at which the policy's log-probabilities are read (π_ref's at 1).
+    ``critic`` (optional, see :data:`Critic`) gives per-token values by stream name, read in the same
+    forward batches as the old log-probabilities (they land in ``Experience.values``).
     """
 
     def __init__(
@@ -233,11 +231,14 @@ class ExperienceMaker:
         forward_batch_size: int = 8,
         system_prompt: str | None = None,
         critic: Critic | None = None,
+        temperature: float = 1.0,
     ) -> None:
         if not isinstance(policy, PeftModel):
             raise ConfigError("RL needs the policy as a LoRA adapter on the base model; attach one with attach_lora")
         if score_batch_size < 1 or forward_batch_size < 1:
             raise ConfigError(f"batch sizes must be >= 1, got {score_batch_size} and {forward_batch_size}")
+        if temperature <= 0:
+            raise ConfigError(f"the rollout temperature must be > 0, got {temperature}")
         names = [o.name for o in objectives]
         self.preference = None if preference is None else Preference.parse(preference, known=names)
         self.policy = policy
@@ -248,6 +249,7 @@ class ExperienceMaker:
         self.forward_batch_size = forward_batch_size
         self.system_prompt = system_prompt
         self.critic = critic
+        self.temperature = temperature
         self.last_timings: dict[str, float] = {}
         """Seconds of each phase of the last ``make``: generation, scoring, policy_logprobs, reference_logprobs."""
 
@@ -272,7 +274,8 @@ class ExperienceMaker:
         clock.lap("scoring")
         prompt_ids = prompt_token_ids(self.tokenizer, rollout_prompts, self.system_prompt)
         sequences, attention_mask, action_mask = rollout_batch(prompt_ids, responses, pad_id(self.tokenizer))
-        old_logprobs, values = self.teacher_forced(sequences, attention_mask, action_mask, self.critic)
+        old_logprobs, values = self.teacher_forced(sequences, attention_mask, action_mask, self.critic,
+                                                   self.temperature)
         clock.lap("policy_logprobs")
         with reference_mode(self.policy):
             ref_logprobs, _ = self.teacher_forced(sequences, attention_mask, action_mask)
@@ -302,9 +305,10 @@ class ExperienceMaker:
         attention_mask: torch.Tensor,
         action_mask: torch.Tensor,
         critic: Critic | None = None,
+        temperature: float = 1.0,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Log-probs (B, A) of the policy as it is now (adapters on or off) and ``critic``'s values, in
-        eval mode, ``forward_batch_size`` rollouts at a time, returned on CPU."""
+        """Log-probs (B, A) at ``temperature`` of the policy as it is now (adapters on or off) and ``critic``'s
+        values, in eval mode, ``forward_batch_size`` rollouts at a time, returned on CPU."""
         device = self.policy.device
         was_training = self.policy.training
         self.policy.eval()
@@ -313,8 +317,9 @@ class ExperienceMaker:
             for start, stop in _spans(len(sequences), self.forward_batch_size):
                 rows = [t[start:stop].to(device) for t in (sequences, attention_mask, action_mask)]
                 hidden = action_hidden_states(self.policy, rows[0], rows[1], action_mask.shape[1])
-                logprobs.append(logprobs_from_hidden(self.policy, hidden, rows[0], rows[2]).cpu())
-                values.append({k: v.float().cpu() for k, v in critic(hidden).items()} if critic else {})
+                logprobs.append(logprobs_from_hidden(self.policy, hidden, rows[0], rows[2], temperature).cpu())
+                values.append({k: v.float().cpu() for k, v in critic(rows[0], rows[1], hidden).items()}
+                              if critic else {})
         finally:
             self.policy.train(was_training)
         return torch.cat(logprobs), {name: torch.cat([chunk[name] for chunk in values]) for name in values[0]}

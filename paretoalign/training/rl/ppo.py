@@ -4,13 +4,17 @@ One iteration (one ``step`` in ``metrics.jsonl``): take ``batch_size`` prompts, 
 (:class:`~paretoalign.training.rl.experience.ExperienceMaker`: sample, score with every objective,
 log-probs under π and π_ref, old values), build token rewards (−β·KL on every response token plus the
 sequence reward on the last one), GAE advantages, then ``ppo_epochs`` passes of clipped-surrogate +
-clipped-value updates over shuffled minibatches. The KL coefficient β is fixed or adapted towards
+clipped-value updates over shuffled minibatches; with ``early_stopping`` the remaining epochs of a batch
+are skipped once the policy KL of an epoch's last minibatch exceeds 1.5 × ``target_kl`` (as TRL's
+former ``PPOTrainer``, which the MORLHF original ran). The KL coefficient β is fixed or adapted towards
 ``kl_target`` (Ziegler et al.). Sequence rewards can be whitened per batch or with running moments.
+Log-probabilities are read at the rollout ``temperature``, so sampling at T ≠ 1 stays on-policy.
 
 The critic is a scalar value head per reward stream (a zero-initialised linear layer) on the policy's
 own last hidden state, i.e. on the same LoRA'd base: one forward pass gives log-probs and values, and
 the value loss (weighted by ``vf_coef``) also trains the shared LoRA, as in TRL's former
 ``AutoModelForCausalLMWithValueHead``. Heads are saved next to the adapter as ``value_heads.safetensors``.
+A subclass may give a stream its own critic network instead (:meth:`PPOTrainer.make_critics`; PPO-Lag does).
 
 Rewards use each objective's normalization statistics; objectives that come without them get them
 fitted at the start on the reference model's responses to the first ``norm_prompts`` training prompts,
@@ -43,7 +47,8 @@ from ...models import reference_mode
 from ...objectives import Objective, apply_stats, fit_all, load_objectives, stats_to_dict
 from ..base import DataReport, MetricWindow, Trainer, load_causal_lm, make_trainable
 from ..config import TrainConfig
-from .experience import Experience, ExperienceMaker, action_hidden_states, token_entropy, token_logprobs
+from ...generation.kl import token_logprobs
+from .experience import Experience, ExperienceMaker, action_hidden_states, token_entropy
 from .functional import (
     AdaptiveKLController,
     FixedKLController,
@@ -55,9 +60,11 @@ from .functional import (
     masked_whiten,
     token_rewards,
 )
+from .ptx import PTXBatches
 
 REWARD_NORMS = ("none", "batch", "running")
 VALUE_HEADS = "value_heads.safetensors"
+CRITICS = "critics.safetensors"
 REWARD_STREAM = "reward"
 
 
@@ -82,6 +89,9 @@ class PPOConfig(TrainConfig):
     gamma: float = field(default=1.0, metadata={"help": "discount γ of GAE"})
     gae_lambda: float = field(default=0.95, metadata={"help": "λ of GAE"})
     clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip ε"})
+    early_stopping: bool = field(default=False, metadata={"help": "skip a batch's remaining PPO epochs once the "
+                                                          "policy KL exceeds 1.5 × target_kl (TRL's)"})
+    target_kl: float = field(default=1.0, metadata={"help": "policy KL per token that early stopping guards"})
     value_clip_range: float = field(default=0.2, metadata={"help": "value clip around the old values"})
     vf_coef: float = field(default=0.1, metadata={"help": "weight of the value loss"})
     entropy_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus"})
@@ -94,6 +104,9 @@ class PPOConfig(TrainConfig):
     score_batch_size: int = field(default=64, metadata={"help": "responses per scorer call"})
     forward_batch_size: int = field(default=8, metadata={"help": "rollouts per generation/teacher-forcing batch"})
     system_prompt: str | None = field(default=None, metadata={"help": "system message for the chat template"})
+    ptx_coef: float = field(default=0.0, metadata={"help": "weight of the PTX language-modelling loss; 0 = off"})
+    ptx_dataset: list[str] = field(default_factory=list, metadata={"help": "(prompt, response) data for PTX"})
+    ptx_batch_size: int = field(default=4, metadata={"help": "PTX records per optimizer step"})
     scheduler: str = field(default="constant", metadata={"help": "LR schedule over PPO iterations"})
     lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
 
@@ -109,7 +122,7 @@ class PPOConfig(TrainConfig):
                      "score_batch_size", "forward_batch_size", "kl_horizon"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("temperature", "clip_range", "value_clip_range"):
+        for name in ("temperature", "clip_range", "value_clip_range", "target_kl"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("kl_coef", "kl_target", "vf_coef", "entropy_coef"):
@@ -119,6 +132,10 @@ class PPOConfig(TrainConfig):
             raise ConfigError(f"gamma and gae_lambda must be in [0, 1], got {self.gamma} and {self.gae_lambda}")
         if self.preference is not None:
             Preference.parse(self.preference)
+        if self.ptx_coef < 0 or self.ptx_batch_size < 1:
+            raise ConfigError(f"ptx_coef must be >= 0 and ptx_batch_size >= 1, got {self.ptx_coef}, {self.ptx_batch_size}")
+        if self.ptx_coef > 0 and not self.ptx_dataset:
+            raise ConfigError("ptx_coef > 0 needs --ptx-dataset with (prompt, response) records")
 
 
 @dataclass
@@ -144,33 +161,39 @@ class ActorCriticOutput:
 
 
 class ActorCritic(torch.nn.Module):
-    """The LoRA policy plus one zero-initialised scalar value head per stream on its last hidden state."""
+    """The LoRA policy, a zero-initialised scalar value head on its last hidden state per stream, and
+    separate critic networks (``critics``, read on the sequences) for the streams that have one."""
 
-    def __init__(self, policy: PeftModel, streams: Sequence[str]) -> None:
+    def __init__(self, policy: PeftModel, streams: Sequence[str], critics: dict[str, torch.nn.Module] | None = None,
+                 temperature: float = 1.0) -> None:
         super().__init__()
         self.policy = policy
+        self.temperature = temperature
+        self.critics = torch.nn.ModuleDict(critics or {})
         self.value_heads = torch.nn.ModuleDict(
-            {name: torch.nn.Linear(policy.config.hidden_size, 1) for name in streams}
+            {name: torch.nn.Linear(policy.config.hidden_size, 1) for name in streams if name not in self.critics}
         )
         for head in self.value_heads.values():
             torch.nn.init.zeros_(head.weight)
             torch.nn.init.zeros_(head.bias)
         self.value_heads.to(policy.device)
 
-    def values(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every stream's value (B, A) at hidden states (B, A, H)."""
-        return {name: head(hidden.float()).squeeze(-1) for name, head in self.value_heads.items()}
+    def values(self, sequences: torch.Tensor, attention_mask: torch.Tensor, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every stream's value (B, A): heads at the policy's hidden states (B, A, H), critics on the sequences."""
+        values = {name: head(hidden.float()).squeeze(-1) for name, head in self.value_heads.items()}
+        values.update({name: critic(sequences, attention_mask, hidden.shape[1]) for name, critic in self.critics.items()})
+        return values
 
     def forward(
         self, sequences: torch.Tensor, attention_mask: torch.Tensor, action_mask: torch.Tensor, entropy_grad: bool = False
     ) -> ActorCriticOutput:
         num_actions = action_mask.shape[1]
         hidden = action_hidden_states(self.policy, sequences, attention_mask, num_actions)
-        logits = self.policy.get_output_embeddings()(hidden)
+        logits = self.policy.get_output_embeddings()(hidden).float() / self.temperature
         logprobs = token_logprobs(logits, sequences[:, -num_actions:]) * action_mask
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropy = token_entropy(logits if entropy_grad else logits.detach())
-        return ActorCriticOutput(logprobs, entropy, self.values(hidden))
+        return ActorCriticOutput(logprobs, entropy, self.values(sequences, attention_mask, hidden))
 
 
 def as_lora_policy(model: torch.nn.Module, config: TrainConfig) -> PeftModel:
@@ -201,13 +224,22 @@ class PPOTrainer(Trainer):
         weights = config.preference or {name: 1.0 for name in names}
         self.preference = Preference.parse(weights, known=names, normalize=config.preference is None)
         super().__init__(config, train_data, eval_data, model=model, tokenizer=tokenizer)
-        self.model = ActorCritic(as_lora_policy(self.model, config), self.streams)
+        self.model = ActorCritic(as_lora_policy(self.model, config), self.streams, self.make_critics(),
+                                 config.temperature)
         if config.kl_target > 0:
             self.kl_controller = AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
         else:
             self.kl_controller = FixedKLController(config.kl_coef)
         self.reward_moments = RunningMoments()
         self.generated_tokens = 0
+        self.ptx = self._ptx_batches() if config.ptx_coef > 0 else None
+
+    def _ptx_batches(self) -> PTXBatches:
+        from ...data import load_mixture
+
+        config = self.config
+        return PTXBatches(load_mixture(config.ptx_dataset, seed=config.seed), self.tokenizer, config.ptx_batch_size,
+                          config.max_length, config.system_prompt)
 
     # ------------------------------------------------------------ what the base loop asks for
 
@@ -233,6 +265,10 @@ class PPOTrainer(Trainer):
         """Objectives scored raw into ``Experience.costs`` (none for plain PPO)."""
         return []
 
+    def make_critics(self) -> dict[str, torch.nn.Module]:
+        """Separate critic networks by stream (none: every stream gets a value head on the policy)."""
+        return {}
+
     def before_training(self) -> None:
         self.ensure_normalization()
         config = self.config
@@ -240,7 +276,7 @@ class PPOTrainer(Trainer):
             self.actor_critic.policy, self.tokenizer, self.objectives, preference=self.preference,
             cost_objectives=self.cost_objectives(), score_batch_size=config.score_batch_size,
             forward_batch_size=config.forward_batch_size, system_prompt=config.system_prompt,
-            critic=self.actor_critic.values,
+            critic=self.actor_critic.values, temperature=config.temperature,
         )
 
     # ------------------------------------------------------------ normalization
@@ -327,24 +363,44 @@ class PPOTrainer(Trainer):
         entropy = masked_mean(output.entropy, mask)
         loss = policy_loss + config.vf_coef * value_loss - config.entropy_coef * entropy
         metrics.update(policy_loss=policy_loss.detach(), value_loss=value_loss.detach(), entropy=entropy.detach())
-        return loss, metrics
+        return self.add_ptx_loss(loss, metrics), metrics
+
+    def add_ptx_loss(self, loss: torch.Tensor, metrics: dict[str, Any]) -> torch.Tensor:
+        """``loss`` + ``ptx_coef`` × the language-modelling loss of the next PTX batch (``loss`` when PTX is off)."""
+        if self.ptx is None:
+            return loss
+        ptx_loss = self.actor_critic.policy(**self.ptx.next_batch(self.accelerator.device), use_cache=False).loss
+        metrics["ptx_loss"] = ptx_loss.detach()
+        return loss + self.config.ptx_coef * ptx_loss
 
     def optimize(self, experience: Experience) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
-        """``ppo_epochs`` passes over shuffled minibatches, one optimizer step each; returns the mean
-        loss, the mean metrics and the tokens trained on (this rank)."""
+        """Up to ``ppo_epochs`` passes over shuffled minibatches, one optimizer step each (fewer with early
+        stopping); returns the mean loss, the mean metrics (with ``ppo_epochs_run``) and the tokens trained on
+        (this rank)."""
         config, device = self.config, self.accelerator.device
         generator = torch.Generator().manual_seed(self.iteration_seed(salt=1))
         window = MetricWindow()
         self.model.train()
-        for _ in range(config.ppo_epochs):
+        epochs = 0
+        while epochs < config.ppo_epochs:
+            epochs += 1
             for minibatch in experience.minibatches(config.minibatch_size, generator):
                 loss, metrics = self.compute_loss(minibatch.to(device))
                 self.check_finite(loss, "loss")
                 self.accelerator.backward(loss)
                 self.optimizer_step(step_scheduler=False)
                 window.add(loss, metrics)
+            if config.early_stopping and self.policy_kl_too_high(metrics["policy_kl"]):
+                break
         means = {key: value / window.count for key, value in window.sums.items()}
-        return means.pop("loss"), means, config.ppo_epochs * int(experience.attention_mask.sum())
+        means["ppo_epochs_run"] = torch.tensor(float(epochs))
+        return means.pop("loss"), means, epochs * int(experience.attention_mask.sum())
+
+    def policy_kl_too_high(self, policy_kl: torch.Tensor) -> bool:
+        """TRL's early stop: the last minibatch's policy KL (mean log π_old − log π) above 1.5 × target_kl on
+        any rank."""
+        too_high = (policy_kl.detach().float() > 1.5 * self.config.target_kl).reshape(1).to(self.accelerator.device)
+        return bool(self.accelerator.gather(too_high).any())
 
     def rollout_metrics(self, experience: Experience) -> dict[str, torch.Tensor]:
         """Means over the batch: each objective's raw and normalized reward, the scalar reward, KL per
@@ -401,12 +457,14 @@ class PPOTrainer(Trainer):
 
     def extra_state(self) -> dict[str, Any]:
         return {"kl_controller": self.kl_controller.state_dict(), "reward_moments": self.reward_moments.state_dict(),
-                "generated_tokens": self.generated_tokens}
+                "generated_tokens": self.generated_tokens, "ptx_position": self.ptx.position if self.ptx else 0}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.kl_controller.load_state_dict(state["kl_controller"])
         self.reward_moments.load_state_dict(state["reward_moments"])
         self.generated_tokens = int(state["generated_tokens"])
+        if self.ptx is not None:
+            self.ptx.position = int(state.get("ptx_position", 0))
 
     def manifest_fields(self) -> dict[str, Any]:
         return {
@@ -421,13 +479,17 @@ class PPOTrainer(Trainer):
         return "adapter"
 
     def save_model(self, directory: Path) -> None:
-        """The policy's LoRA adapter folder + tokenizer, with the value heads in ``value_heads.safetensors``."""
-        heads = {name: tensor.detach().cpu().contiguous()
-                 for name, tensor in self.actor_critic.value_heads.state_dict().items()}
+        """The policy's LoRA adapter folder + tokenizer, with the value heads in ``value_heads.safetensors`` and
+        the trainable weights of separate critics in ``critics.safetensors``."""
+        parts = {VALUE_HEADS: self.actor_critic.value_heads, CRITICS: self.actor_critic.critics}
         with atomic_path(directory) as staged:
             self.actor_critic.policy.save_pretrained(staged, safe_serialization=True)
             self.tokenizer.save_pretrained(staged)
-            save_file(heads, str(staged / VALUE_HEADS))
+            for filename, module in parts.items():
+                trainable = {name: param.detach().cpu().contiguous()
+                             for name, param in module.named_parameters() if param.requires_grad}
+                if trainable:
+                    save_file(trainable, str(staged / filename))
 
 
 class MORLHFTrainer(PPOTrainer):
