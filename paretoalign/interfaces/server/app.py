@@ -136,7 +136,7 @@ def create_app(models: Sequence[ServedModel], settings: ServerSettings | None = 
 
 def _static(name: str):
     media_type = "text/html" if name.endswith(".html") else "text/javascript"
-    headers = {"Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'",
+    headers = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'",
                "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
 
     async def serve_file() -> FileResponse:
