@@ -31,6 +31,7 @@ from ...core.errors import ConfigError, TrainingError
 from ...core.preference import Preference
 from ...generation import GenerationConfig, Response, generate, prompt_token_ids
 from ...generation.chat import pad_id, pad_left
+from ...generation.decoding import evaluation_mode
 from ...generation.kl import token_logprobs
 from ...models import reference_mode
 from ...objectives import Objective, scalarize
@@ -310,18 +311,14 @@ class ExperienceMaker:
         """Log-probs (B, A) at ``temperature`` of the policy as it is now (adapters on or off) and ``critic``'s
         values, in eval mode, ``forward_batch_size`` rollouts at a time, returned on CPU."""
         device = self.policy.device
-        was_training = self.policy.training
-        self.policy.eval()
         logprobs, values = [], []
-        try:
+        with evaluation_mode(self.policy):
             for start, stop in _spans(len(sequences), self.forward_batch_size):
                 rows = [t[start:stop].to(device) for t in (sequences, attention_mask, action_mask)]
                 hidden = action_hidden_states(self.policy, rows[0], rows[1], action_mask.shape[1])
                 logprobs.append(logprobs_from_hidden(self.policy, hidden, rows[0], rows[2], temperature).cpu())
                 values.append({k: v.float().cpu() for k, v in critic(rows[0], rows[1], hidden).items()}
                               if critic else {})
-        finally:
-            self.policy.train(was_training)
         return torch.cat(logprobs), {name: torch.cat([chunk[name] for chunk in values]) for name in values[0]}
 
 
