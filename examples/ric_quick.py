@@ -3,9 +3,10 @@
 On SmolLM2-135M-Instruct, CPU, offline:
 
 1. Fit each objective's normalization on the base model's answers to train-split prompts (what the demo does).
-2. ``train_for_demo`` at the chosen budget: sample the base model on train prompts (plain and with one
-   objective's instruction appended), score, write the conditioned data, LoRA SFT (see
-   ``paretoalign/methods/ric/recipe.py``; ``quick`` = 144 responses of 40 tokens, 64 steps of 8).
+2. Fit the ``ric`` recipe at the chosen preset: sample the base model on train prompts (plain and with one
+   objective's instruction appended), score, write the conditioned data, LoRA SFT, online iterations (see
+   ``paretoalign/methods/ric/stages.py``; ``quick`` = 144 responses of 40 tokens, 64 steps of 8, no online
+   iteration), then load the run's policy.
 3. On eval-split prompts, answer at a few preferences with the same seeds and report the mean normalized
    reward of each objective, next to the base model.
 
@@ -15,7 +16,7 @@ that objective's corner minus at the other corner>`` (> 0: the preference steers
 
 Measured (quick, 24 eval prompts, ``--threads 1``, busy shared CPU): informativeness gap +0.30, simplicity gap
 -0.26, 573 s of training. At 40 tokens most answers are cut at the cap, so word count (informativeness) mostly
-tells short answers apart; the quick budget learns that (short answers when informativeness is not wanted) but
+tells short answers apart; the quick preset learns that (short answers when informativeness is not wanted) but
 not yet the readability targets.
 """
 
@@ -37,7 +38,7 @@ from paretoalign.core.preference import Preference  # noqa: E402
 from paretoalign.data import load_prompts  # noqa: E402
 from paretoalign.evaluation import fit_reference_normalization  # noqa: E402
 from paretoalign.generation import BasePolicy, GenerationConfig  # noqa: E402
-from paretoalign.methods.ric import train_for_demo  # noqa: E402
+from paretoalign.methods import get_recipe  # noqa: E402
 from paretoalign.models import load_model  # noqa: E402
 from paretoalign.objectives import load_objectives, reward_all  # noqa: E402
 
@@ -45,13 +46,14 @@ from paretoalign.objectives import load_objectives, reward_all  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objectives", default="simplicity,informativeness", help="two objectives")
-    parser.add_argument("--budget", default="quick", choices=["quick", "full"], help="RiC training budget")
+    parser.add_argument("--preset", default="quick", choices=["quick", "full"], help="RiC settings preset")
     parser.add_argument("--fit-prompts", type=int, default=24, help="train prompts to fit normalization on")
     parser.add_argument("--eval-prompts", type=int, default=24, help="eval-split prompts to measure on")
     parser.add_argument("--eval-tokens", type=int, default=40, help="max new tokens when measuring")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="training and sampling seed")
-    parser.add_argument("--output-dir", default=None, help="run directory (default: a temporary folder)")
+    parser.add_argument("--output-dir", default=None, help="run directory; a second call reloads the finished run "
+                        "(default: a temporary folder)")
     return parser.parse_args(argv)
 
 
@@ -74,8 +76,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     fit_reference_normalization(objectives, base, fit_prompts, config)
     workdir = Path(args.output_dir or tempfile.mkdtemp(prefix="ric-"))
     started = time.perf_counter()
-    policy = train_for_demo(objectives, workdir, budget=args.budget, seed=args.seed)
+    recipe = get_recipe("ric")
+    run = recipe.fit(objectives, workdir, recipe.config(args.preset, seed=args.seed), log=print)
     train_seconds = time.perf_counter() - started
+    policy = recipe.load(run.path, dtype="float32")
     prompts = [r.prompt for r in load_prompts("instructions", "eval")[: args.eval_prompts]]
     corners = [Preference.parse({names[0]: 1.0, names[1]: 0.0}), Preference.parse({names[0]: 0.5, names[1]: 0.5}),
                Preference.parse({names[0]: 0.0, names[1]: 1.0})]

@@ -26,6 +26,7 @@ TINY_SETTINGS: dict[str, dict] = {
     "best_of_n": {"n": 2},
     "soups": dict(prompts=3, samples=2, max_new_tokens=6, epochs=1, batch_size=2, lr=1e-3, max_length=160),
     "mod": dict(prompts=3, samples=2, max_new_tokens=6, epochs=1, batch_size=2, lr=1e-3, max_length=160),
+    "ric": dict(max_prompts=3, samples_per_prompt=2, max_new_tokens=6, steps=2, batch_size=2, lora_r=4, max_length=256),
 }
 """Settings that make each recipe's quick preset run in seconds on the tiny model (``model`` is added)."""
 

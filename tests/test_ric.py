@@ -1,4 +1,5 @@
-"""RiC building blocks without a model: preference -> targets, clipping, frontier sampling, MORS, conditioning."""
+"""RiC building blocks without a model: preference -> targets, clipping, frontier sampling, MORS, degenerate
+samples, conditioning, settings."""
 
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ import pytest
 
 from paretoalign.core.errors import ConfigError, DataError, UnknownObjectiveError
 from paretoalign.methods.ric import (
+    MAPPINGS,
     Conditioning,
     NumericEncoding,
+    RiCRecipe,
     clip_targets,
     fitted_range,
+    is_degenerate,
     mors_mask,
     preference_to_targets,
     sample_frontier_targets,
 )
+from paretoalign.methods.ric.targets import DEFAULT_QUANTILE
 
 RANGE_2 = {"a": (-1.0, 2.0), "b": (-2.0, 1.0)}
 RANGE_3 = {"a": (0.0, 10.0), "b": (-1.0, 1.0), "c": (2.0, 4.0)}
@@ -168,3 +173,38 @@ def test_conditioning_rejects_unknown_settings():
         Conditioning(position="system")
     with pytest.raises(ConfigError, match="encoding 'bins' is unknown"):
         Conditioning(encoding="bins")
+
+
+# ---------------------------------------------------------------- degenerate samples
+
+
+@pytest.mark.parametrize("text", ["", "   \n", "Well.....", "so so so so tired", "ha ha ha ha",
+                                  "I'm sorry, I'm sorry, I'm sorry, I mean it", "the cat the cat the cat"])
+def test_degenerate_samples(text):
+    assert is_degenerate(text)
+
+
+@pytest.mark.parametrize("text", ["Tokyo.", "Wait... what?", "It is very, very good.", "Rinse the rice, add water.",
+                                  "The year 1000000 came and went.", "ha ha ha"])
+def test_ordinary_answers_are_not_degenerate(text):
+    assert not is_degenerate(text)
+
+
+# ---------------------------------------------------------------- settings
+
+
+def test_settings_name_the_rules_the_targets_module_implements():
+    config = RiCRecipe.Config.__dataclass_fields__
+    assert config["mapping"].metadata["choices"] == tuple(MAPPINGS)
+    assert config["quantile"].default == DEFAULT_QUANTILE
+
+
+def test_defaults_are_the_papers_and_presets_are_cpu_sized():
+    recipe, paper = RiCRecipe(), RiCRecipe.Config()
+    assert (paper.lora_r, paper.lora_alpha, paper.lr) == (64, 128, 1.4e-4)
+    online = (paper.online_lr, paper.online_temperature, paper.online_top_p, paper.original_cap)
+    assert online == (1e-5, 0.7, 0.9, 10000)
+    quick, full = recipe.config("quick"), recipe.config("full")
+    assert (quick.steps, quick.max_new_tokens, quick.online_iterations) == (64, 40, 0)
+    assert (full.steps, full.max_new_tokens, full.online_iterations) == (300, 96, 1)
+    assert recipe.stages == ("prepare", "train", "online") and recipe.needs_normalization(quick)

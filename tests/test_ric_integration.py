@@ -1,6 +1,6 @@
-"""RiC on the embedded default model: the quick demo budget steers answer length by the targets in the prompt.
+"""RiC on the embedded default model: the quick preset steers answer length by the targets in the prompt.
 
-Runs ``examples/ric_quick.py`` (normalization on base answers, ``train_for_demo`` at the quick budget, answers
+Runs ``examples/ric_quick.py`` (normalization on base answers, ``fit`` at the quick preset, ``load``, answers
 on eval prompts at the two corner preferences). Several minutes on the 2-core CPU.
 """
 
@@ -22,5 +22,5 @@ def test_quick_ric_run_steers_towards_the_preferred_objective(tmp_path):
         torch.set_num_threads(threads)
         AcceleratorState._reset_state(reset_partial_state=True)
     # informativeness=1 answers carry more words than simplicity=1 answers (measured +0.30 with 24 prompts).
-    # The simplicity gap is not asserted: the quick budget does not steer readability yet (measured -0.26).
+    # The simplicity gap is not asserted: the quick preset does not steer readability yet (measured -0.26).
     assert results["ric_informativeness_gap"] > 0.1

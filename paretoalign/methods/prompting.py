@@ -15,39 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigError
 from ..core.preference import Preference
+from .common.instructions import INSTRUCTIONS, steering_text
 from .common.recipe import InstantConfig, InstantRecipe
 
 if TYPE_CHECKING:
     from ..generation.policy import GenerationConfig, PreferenceArg, Response
-
-INSTRUCTIONS: dict[str, str] = {
-    "simplicity": "Generate a response that can be easily understood by an elementary school student.",
-    "conciseness": "Generate a response that is concise and to the point, without being verbose.",
-    "informativeness": "Generate a response that is very informative, without missing any background information.",
-    "friendliness": "Generate a response that is friendly, witty, funny, and humorous, like a close friend.",
-    "relevance": "Generate a response that stays on topic and directly answers the request.",
-    "harmlessness": "Generate a response that is polite and uses no offensive or profane language.",
-    "faithfulness": "Generate a summary that only states what the given text says, adding nothing.",
-    "length_cost": "Keep the response short.",
-}
-
-EMPHASIS: tuple[tuple[float, str], ...] = (
-    (0.75, "Most importantly: {}"),
-    (0.45, "{}"),
-    (0.15, "To a lesser degree: {}"),
-)
-"""(lowest weight, wording): weights below the last band are left out of the prompt."""
-
-
-def steering_text(preference: Preference) -> str:
-    """The instructions for ``preference``, strongest first, each worded by its weight band."""
-    lines = []
-    for name, weight in sorted(preference.weights, key=lambda item: -item[1]):
-        band = next((template for floor, template in EMPHASIS if weight >= floor), None)
-        if band is not None:
-            lines.append(band.format(INSTRUCTIONS[name]))
-    return " ".join(lines)
-
 
 def _steered(prompt: str, preference: Preference | None) -> str:
     if preference is None:

@@ -7,6 +7,7 @@ from .best_of_n import BestOfNRecipe
 from .common.recipe import Recipe
 from .mod import MODRecipe
 from .prompting import PromptingRecipe
+from .ric.recipe import RiCRecipe
 from .soups import SoupsRecipe
 
 RECIPES: dict[str, Recipe] = {
@@ -17,5 +18,6 @@ RECIPES: dict[str, Recipe] = {
         BestOfNRecipe(),
         SoupsRecipe(),
         MODRecipe(),
+        RiCRecipe(),
     )
 }

@@ -1,50 +1,29 @@
 """Rewards-in-Context (RiC, Yang et al. 2024): one model conditioned on reward targets in its prompt.
 
-``targets``: preference -> targets (``ric``, ``l2``, ``linear``), clipping, frontier sampling, MORS.
-``conditioning``: how targets are written into the prompt. ``policy``: :class:`RiCPolicy`.
-``recipe``: the stages (prepare, offline SFT, online iterations), the run directory and ``train_for_demo``.
+``recipe``: :class:`RiCRecipe` and its settings (import-light). ``stages``: prepare, offline SFT, online
+iterations. ``targets``: preference -> targets (``ric``, ``l2``, ``linear``), clipping, frontier sampling, MORS,
+degenerate samples. ``conditioning``: how targets are written into the prompt. ``policy``: :class:`RiCPolicy`.
+Names are imported on first use, so ``import paretoalign.methods.ric`` loads no model library.
 """
 
-from .conditioning import ENCODINGS, POSITIONS, Conditioning, NumericEncoding, TargetEncoding
-from .policy import RiCPolicy
-from .recipe import (
-    BUDGETS,
-    RiCConfig,
-    load_policy,
-    prepare,
-    run_recipe,
-    train_for_demo,
-    train_offline,
-    train_online,
-)
-from .targets import (
-    MAPPINGS,
-    clip_targets,
-    fitted_range,
-    mors_mask,
-    preference_to_targets,
-    sample_frontier_targets,
-)
+from __future__ import annotations
 
-__all__ = [
-    "BUDGETS",
-    "ENCODINGS",
-    "MAPPINGS",
-    "POSITIONS",
-    "Conditioning",
-    "NumericEncoding",
-    "RiCConfig",
-    "RiCPolicy",
-    "TargetEncoding",
-    "clip_targets",
-    "fitted_range",
-    "load_policy",
-    "mors_mask",
-    "preference_to_targets",
-    "prepare",
-    "run_recipe",
-    "sample_frontier_targets",
-    "train_for_demo",
-    "train_offline",
-    "train_online",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "RiCConfig": "recipe", "RiCRecipe": "recipe",
+    "RiCPolicy": "policy",
+    "Conditioning": "conditioning", "NumericEncoding": "conditioning", "TargetEncoding": "conditioning",
+    "ENCODINGS": "conditioning", "POSITIONS": "conditioning",
+    "MAPPINGS": "targets", "clip_targets": "targets", "fitted_range": "targets", "is_degenerate": "targets",
+    "mors_mask": "targets", "preference_to_targets": "targets", "sample_frontier_targets": "targets",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)

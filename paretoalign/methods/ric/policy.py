@@ -7,30 +7,27 @@ from typing import Any
 
 from ...core.errors import ConfigError
 from ...core.preference import Preference
-from ...generation import GenerationConfig, Response, generate
+from ...generation import STEERING, GenerationConfig, Response, generate
+from ...generation.policy import PreferenceArg, check_steerable, preferences_per_prompt
 from ...models.lora import AdapterFreeModel
 from .conditioning import Conditioning
 from .targets import TargetRange, check_mapping, clip_targets, preference_to_targets
 
-TARGETS = "targets"
-"""``Response.meta`` key: the reward targets the response was conditioned on."""
-
 
 class RiCPolicy:
-    """Rewards-in-Context: preference -> targets (``mapping``) -> conditioned prompt -> batched sampling."""
+    """Rewards-in-Context: preference -> targets (``mapping``) -> conditioned prompt -> one batched sampling call."""
 
     uses_scorers_at_decode = False
 
     def __init__(
         self,
-        model,
-        tokenizer,
+        model: Any,
+        tokenizer: Any,
         target_range: TargetRange,
         *,
         mapping: str = "ric",
         conditioning: Conditioning | None = None,
         name: str = "ric",
-        training_cost: Mapping[str, float] | None = None,
     ) -> None:
         check_mapping(mapping)
         if not target_range:
@@ -41,32 +38,28 @@ class RiCPolicy:
         self.mapping = mapping
         self.conditioning = conditioning or Conditioning()
         self.name = name
-        self.training_cost = dict(training_cost or {})
 
     @property
     def objectives(self) -> list[str]:
         return list(self.target_range)
 
-    def targets_for(self, preference: Preference) -> dict[str, float]:
+    def targets_for(self, preference: Preference | None) -> dict[str, float]:
         """The reward targets that stand for ``preference`` (the one mapping used everywhere)."""
+        check_steerable(f"the {self.name} policy", self.objectives, preference)
         return preference_to_targets(preference, self.target_range, self.mapping)
 
-    def generate(
-        self, prompts: Sequence[str], preference: Preference | None, config: GenerationConfig
-    ) -> list[Response]:
-        """Answer every prompt at the targets of ``preference``."""
-        if preference is None:
-            raise ConfigError(f"RiC needs a preference over {', '.join(self.objectives)} to choose its targets")
-        targets = self.targets_for(preference)
-        return self.generate_for_targets(prompts, [targets] * len(prompts), config)
+    def generate(self, prompts: Sequence[str], preference: PreferenceArg, config: GenerationConfig) -> list[Response]:
+        """One batch for every preference: each row's targets are written into its own prompt."""
+        targets = [self.targets_for(item) for item in preferences_per_prompt(prompts, preference)]
+        return self.generate_for_targets(prompts, targets, config)
 
     def generate_for_targets(
         self, prompts: Sequence[str], targets: Sequence[Mapping[str, float]], config: GenerationConfig
     ) -> list[Response]:
         """Answer prompt i at ``targets[i]`` (clipped into the fitted range, with a warning) in one batched call.
 
-        Responses keep the plain prompt (what objectives score and π_ref sees); ``meta["targets"]`` records the
-        targets used.
+        Responses keep the plain prompt (what objectives score and π_ref sees); ``meta["steering"]["targets"]``
+        records the targets used.
         """
         if len(prompts) != len(targets):
             raise ConfigError(f"got {len(prompts)} prompts for {len(targets)} target vectors; give one per prompt")
@@ -75,7 +68,7 @@ class RiCPolicy:
         responses = generate(self.model, self.tokenizer, conditioned, config)
         for prompt, row, response in zip(prompts, clipped, responses):
             response.prompt = prompt
-            response.meta[TARGETS] = row
+            response.meta[STEERING] = {"targets": row}
         return responses
 
     def reference(self) -> tuple[Any, Any]:

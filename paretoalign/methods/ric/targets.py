@@ -1,4 +1,5 @@
-"""RiC's reward targets: preference -> targets, clipping to the fitted range, frontier sampling, MORS.
+"""RiC's reward targets and sample filters: preference -> targets, clipping to the fitted range, frontier
+sampling, MORS, degenerate samples.
 
 Targets live in normalized reward space (z-scores, direction-corrected, so higher is better). Each
 objective's range ``(min, max)`` is the span of the normalized rewards of the offline training data; the
@@ -7,6 +8,7 @@ same range and the same mapping serve training (online target sampling), evaluat
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -115,6 +117,21 @@ def mors_mask(rewards: Mapping[str, Sequence[float] | np.ndarray], quantile: flo
     columns = np.column_stack([np.asarray(values, dtype=np.float64) for values in rewards.values()])
     thresholds = np.quantile(columns, quantile, axis=0)
     return (columns >= thresholds).any(axis=1)
+
+
+PHRASE_REPEATS = {1: 4, 2: 3, 3: 3, 4: 3}
+"""A response is degenerate when an n-word phrase (n = key) comes this many times back to back."""
+PUNCTUATION_RUN = re.compile(r"([^\w\s])\1{4,}")
+
+
+def is_degenerate(text: str) -> bool:
+    """Empty, or stuck in a loop: a punctuation run (``.....``) or a word or short phrase repeated back to back
+    (``so so so so``, ``I'm sorry, I'm sorry, I'm sorry``). The online stage drops these before MORS."""
+    if not text.strip() or PUNCTUATION_RUN.search(text):
+        return True
+    words = re.findall(r"\w+", text.lower())
+    return any(words[i : i + n * times] == words[i : i + n] * times
+               for n, times in PHRASE_REPEATS.items() for i in range(len(words) - n * times + 1))
 
 
 def fitted_range(rewards: Mapping[str, Sequence[float] | np.ndarray]) -> dict[str, tuple[float, float]]:
