@@ -1,5 +1,5 @@
 """Layer 4: named objectives that score (prompt, response) pairs in batches, their normalization,
-and the one scalarization every method uses."""
+the one scalarization every method uses, and the pairwise judges (``judges``)."""
 
 from .base import NormStats, Objective
 from .builtin import (
@@ -14,6 +14,20 @@ from .builtin import (
     count_words,
     extract_source,
     sentence_encoder,
+)
+from .judges import (
+    DIMENSION_OBJECTIVES,
+    PREFERENCE_DIMENSIONS,
+    ApiJudge,
+    Criterion,
+    Judge,
+    LocalJudge,
+    ObjectiveJudge,
+    Verdict,
+    WinRate,
+    load_judge,
+    resolve_criterion,
+    win_rate,
 )
 from .learned import (
     PRESETS,
@@ -42,22 +56,31 @@ from .registry import (
 )
 
 __all__ = [
+    "DIMENSION_OBJECTIVES",
+    "PREFERENCE_DIMENSIONS",
     "PRESETS",
     "REWARD_MODEL_PREFIX",
+    "ApiJudge",
     "ClassifierObjective",
     "Conciseness",
+    "Criterion",
     "Faithfulness",
     "Friendliness",
     "Harmlessness",
     "Informativeness",
+    "Judge",
     "LengthCost",
+    "LocalJudge",
     "NormStats",
     "Objective",
+    "ObjectiveJudge",
     "Relevance",
     "RewardModelPreset",
     "SafeRLHFScoreModel",
     "ScoreModelObjective",
     "Simplicity",
+    "Verdict",
+    "WinRate",
     "apply_stats",
     "available_objectives",
     "count_words",
@@ -65,15 +88,18 @@ __all__ = [
     "fit_all",
     "get_objective",
     "hh_query",
+    "load_judge",
     "load_objectives",
     "load_reward_model_objective",
     "parse_objective_spec",
     "register_objective",
     "render_for_scoring",
+    "resolve_criterion",
     "reward_all",
     "scalarize",
     "score_all",
     "score_report",
     "sentence_encoder",
     "stats_to_dict",
+    "win_rate",
 ]
