@@ -26,7 +26,14 @@ TINY_SETTINGS: dict[str, dict] = {
     "best_of_n": {"n": 2},
     "soups": dict(prompts=3, samples=2, max_new_tokens=6, epochs=1, batch_size=2, lr=1e-3, max_length=160),
     "mod": dict(prompts=3, samples=2, max_new_tokens=6, epochs=1, batch_size=2, lr=1e-3, max_length=160),
+    "mavis": dict(prompts=2, root_branching=2, branching=2, depth=2, chunk_min=2, chunk_max=3, max_new_tokens=8,
+                  tree_top_k=5, top_k=5, value_steps=2, value_batch_size=4, value_lora_r=4, value_max_length=160),
     "ric": dict(max_prompts=3, samples_per_prompt=2, max_new_tokens=6, steps=2, batch_size=2, lora_r=4, max_length=256),
+    "morlhf": dict(points_per_axis=2, prompts=2, steps=1, batch_size=2, minibatch_size=2, max_new_tokens=6, lora_r=4),
+    "safe_rlhf": dict(thresholds=[0.0, 5.0], prompts=2, steps=1, batch_size=2, minibatch_size=2, max_new_tokens=6,
+                      lora_r=4),
+    "hc_rlhf": dict(threshold=1000.0, prompts=2, steps=1, prompts_per_step=2, samples=2, max_new_tokens=6,
+                    safety_prompts=3, lora_r=4),
 }
 """Settings that make each recipe's quick preset run in seconds on the tiny model (``model`` is added)."""
 
@@ -157,3 +164,13 @@ def test_reading_the_registry_imports_no_model_library():
     code = "import sys, paretoalign.methods; print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_run_missing_an_adapter_is_named_before_any_model_loads(fitted, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(fitted["soups"].path, tmp_path / "soups")
+    shutil.rmtree(copy / "policies" / "simplicity")
+    with pytest.raises(ConfigError, match=r"has lost its policy for 'simplicity' .* refit it with `paretoalign fit "
+                                          "soups --overwrite`"):
+        get_recipe("soups").load(copy)

@@ -24,7 +24,8 @@ _KIND_NAMES = {int: "an integer", float: "a number", str: "text"}
 
 
 def setting(default: Any, help: str, **metadata: Any) -> Any:
-    """A config dataclass field with its ``--help`` text (and optional ``choices``); list defaults are copied."""
+    """A config dataclass field with its ``--help`` text (and optional ``choices``, extra flag ``aliases``); list
+    defaults are copied."""
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help, **metadata})
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
@@ -139,13 +140,13 @@ def add_config_arguments(
         if item.name in skipped:
             continue
         element, is_list = _base_type(_field_type(cls, item.name))
-        flag = "--" + item.name.replace("_", "-")
+        flags = ["--" + item.name.replace("_", "-"), *item.metadata.get("aliases", ())]
         help_text = _help(item, presets or {})
         if element is bool and not is_list:
-            group.add_argument(flag, dest=item.name, action=argparse.BooleanOptionalAction,
+            group.add_argument(*flags, dest=item.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
         else:
-            group.add_argument(flag, dest=item.name, nargs="+" if is_list else None, default=argparse.SUPPRESS,
+            group.add_argument(*flags, dest=item.name, nargs="+" if is_list else None, default=argparse.SUPPRESS,
                                metavar=item.name.upper(), help=help_text)
 
 

@@ -35,7 +35,7 @@ class TrainConfig:
     model: str | None = field(default=None, metadata={"help": "hub id, folder or .gguf (default: the embedded model)"})
     dataset: list[str] = field(default_factory=list, metadata={"help": "training data: name[:proportion[:path]] or JSONL"})
     eval_dataset: list[str] = field(default_factory=list, metadata={"help": "evaluation data, same forms"})
-    output_dir: str = field(default="runs/train", metadata={"help": "run directory"})
+    output_dir: str = field(default="runs/train", metadata={"help": "run directory", "aliases": ("--out",)})
     full_finetune: bool = field(default=False, metadata={"help": "train all weights instead of a LoRA adapter"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})

@@ -129,8 +129,14 @@ def train_policies(run: RunDirectory, objectives: list[Objective], config: Objec
 
 
 def policy_folders(run: RunDirectory) -> dict[str, Path]:
-    """Objective -> adapter folder of a run whose ``policies`` stage finished."""
-    return {name: run.path / entry["adapter"] for name, entry in run.manifest.get("policies", {}).items()}
+    """Objective -> adapter folder of a run whose ``policies`` stage finished; checked on disk before any model
+    loads, so a deleted adapter is named at once."""
+    folders = {name: run.path / entry["adapter"] for name, entry in run.manifest.get("policies", {}).items()}
+    for name, folder in folders.items():
+        if not folder.is_dir():
+            raise ConfigError(f"{str(run.path)!r} has lost its policy for {name!r} ({folder} is missing); refit it "
+                              f"with `paretoalign fit {run.method} --overwrite` and the same settings")
+    return folders
 
 
 def _grouped_samples(run: RunDirectory, samples: int) -> tuple[list[str], list[list[str]]]:
