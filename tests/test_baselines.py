@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from paretoalign.core import ConfigError, Preference
-from paretoalign.evaluation.sweep import evaluate, fit_reference_normalization
+from paretoalign.evaluation.sweep import evaluate
+from paretoalign.objectives.normalization import fit_reference_normalization
 from paretoalign.generation import BasePolicy, GenerationConfig, generate, kl_to_reference
 from paretoalign.methods.best_of_n import BestOfNPolicy, best_of_n_kl
 from paretoalign.methods.prompting import PromptingPolicy

@@ -5,7 +5,8 @@ import pytest
 
 from paretoalign.core import ConfigError, Constraint
 from paretoalign.evaluation import build_results, load_results, weight_grid, write_report, write_results
-from paretoalign.evaluation.sweep import evaluate, fit_reference_normalization
+from paretoalign.evaluation.sweep import evaluate
+from paretoalign.objectives.normalization import fit_reference_normalization
 from paretoalign.generation import BasePolicy, GenerationConfig
 from paretoalign.methods.best_of_n import BestOfNPolicy
 from paretoalign.methods.prompting import PromptingPolicy
