@@ -36,7 +36,7 @@ class DemoPreset:
     temperature: float = 0.7
     batch_size: int = 16
     budget: str = "quick"
-    methods: tuple[str, ...] = ("base", "prompting", "best_of_n")
+    methods: tuple[str, ...] = ("base", "prompting", "best_of_n", "soups", "mod")
     """What ``paretoalign demo`` sweeps when ``--methods`` is not given."""
 
 
