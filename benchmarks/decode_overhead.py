@@ -31,7 +31,7 @@ from generation_throughput import PROMPTS, best_rates  # noqa: E402
 from paretoalign.core.preference import Preference  # noqa: E402
 from paretoalign.generation import GenerationConfig, generate  # noqa: E402
 from paretoalign.generation.value_guided import GuidanceSettings, value_guided_generate  # noqa: E402
-from paretoalign.methods.mavis import token_head_from_causal_lm  # noqa: E402
+from paretoalign.methods.mavis.values import token_head_from_causal_lm  # noqa: E402
 from paretoalign.methods.mod import MODPolicy  # noqa: E402
 from paretoalign.models import attach_lora, load_model, load_score_model  # noqa: E402
 

@@ -114,6 +114,32 @@ def test_beta_tilts_towards_high_values(tiny, value_model):
     assert [r.token_ids[0] for r in tilted] == candidates.gather(-1, values.argmax(-1, keepdim=True)).squeeze(-1).tolist()
 
 
+def test_per_prompt_weights_decode_in_one_batch_as_each_prompt_alone(tiny, value_model, q_model):
+    model, tokenizer = tiny
+    config = GenerationConfig(max_new_tokens=6, seed=4)
+    settings = GuidanceSettings(beta=1e3, top_k=6, value_normalization="zscore")
+    first, second = [1.0, 0.0, 0.3], [0.0, 1.0, 0.7]
+    mixed = value_guided_generate(model, tokenizer, PROMPTS, config, [(first, value_model), (second, q_model)],
+                                  settings)
+    for row, prompt in enumerate(PROMPTS):
+        alone = value_guided_generate(model, tokenizer, [prompt], config,
+                                      [(first[row], value_model), (second[row], q_model)], settings)[0]
+        assert alone.token_ids == mixed[row].token_ids
+        assert alone.logprobs == pytest.approx(mixed[row].logprobs, abs=1e-4)
+    same = value_guided_generate(model, tokenizer, PROMPTS, config, [(1.0, value_model), (0.0, q_model)], settings)
+    assert mixed[1].token_ids != same[1].token_ids  # the second row followed its own weights
+    beams = value_guided_beam_search(model, tokenizer, PROMPTS, config, [(first, value_model), (second, q_model)],
+                                     settings, beams=2, candidates=2)
+    for row, prompt in enumerate(PROMPTS):
+        alone = value_guided_beam_search(model, tokenizer, [prompt], config,
+                                         [(first[row], value_model), (second[row], q_model)], settings,
+                                         beams=2, candidates=2)[0]
+        assert [r.token_ids for r in alone] == [r.token_ids for r in beams[row]]
+        assert [r.meta["value"] for r in alone] == pytest.approx([r.meta["value"] for r in beams[row]], abs=1e-4)
+    with pytest.raises(ConfigError, match="got 2 weights of a value model for 3 prompts"):
+        value_guided_generate(model, tokenizer, PROMPTS, config, [([0.5, 0.5], value_model)], settings)
+
+
 def test_eos_is_banned_as_first_token(tiny, value_model):
     model, tokenizer = tiny
     eos = tokenizer.eos_token_id

@@ -166,7 +166,7 @@ def _advance(scorer: NextTokenScorer, states: Sequence[_PromptBeams], device: to
     return scorer.extend(torch.tensor([beam.token_ids[-1] for beam in running], device=device))
 
 
-ScorerFactory = Callable[[], NextTokenScorer]
+ScorerFactory = Callable[..., NextTokenScorer]
 
 
 def generate_with_scorer(
@@ -180,9 +180,12 @@ def generate_with_scorer(
     beams: int = 1,
     length_penalty: float = 1.0,
     rendered: bool = False,
+    scorer_rows: bool = False,
 ) -> list[Response]:
     """One response per prompt from a fresh ``make_scorer()`` per batch, batched like ``generate``; a scorer
     that is a context manager is entered for its batch's decode (set-up and clean-up once per batch).
+    ``scorer_rows``: call ``make_scorer(rows)`` with the indices of the batch's prompts instead, for scorers
+    with per-prompt settings (MAVIS's per-row value weights, MOD's per-row policy weights).
 
     ``beams == 1``: greedy or seeded sampling with ``TokenSampler`` (the same seeds as ``generate``);
     ``beams > 1``: beam search, the best candidate (deterministic, so its ``logprobs`` are 0 like greedy
@@ -204,7 +207,7 @@ def generate_with_scorer(
         for batch in tqdm(batches, desc="generating", unit="batch", disable=not config.progress):
             input_ids, attention_mask = pad_left([prompt_ids[i] for i in batch], pad_id(tokenizer))
             padded = (input_ids.to(device), attention_mask.to(device))
-            scorer = make_scorer()
+            scorer = make_scorer(batch) if scorer_rows else make_scorer()
             with scorer if isinstance(scorer, contextlib.AbstractContextManager) else contextlib.nullcontext():
                 if beams == 1:
                     sampler = TokenSampler(config, [seeds[i] for i in batch], device, eos_ids)

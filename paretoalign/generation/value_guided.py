@@ -2,7 +2,8 @@
 
 At each step the reference model π_ref proposes its top-k tokens; every value model V_i scores each
 candidate continuation s∘a; the step samples from ``softmax(log π_ref(a)/T + β·v(a))`` over the top-k,
-with ``v(a) = Σ_i w_i · norm(V_i(s∘a))``.
+with ``v(a) = Σ_i w_i · norm(V_i(s∘a))``. A weight w_i is one number for every prompt or one per prompt, so
+rows of one batch can follow different preferences.
 
 Value scale. A value model is trained on the objective's *normalized* reward (``Objective.reward``:
 ``direction·(raw − mean)/std`` with the objective's stored statistics), so a raw value is "expected
@@ -204,6 +205,7 @@ class ValueGuidedScorer:
     """A :class:`NextTokenScorer` whose scores are the tilted top-k: ``log π_ref(a)/T + β·v(a)`` on the
     reference's top-k tokens and −inf elsewhere (sample them with temperature 1, no truncation).
 
+    ``weighted_values``: ``(weight, value model)`` pairs; a weight is one number or one per row of the batch.
     ``reference_logprobs`` holds the full reference log-probabilities (temperature 1) of the last step,
     for KL bookkeeping (e.g. MAVIS soft-value targets).
     """
@@ -228,8 +230,13 @@ class ValueGuidedScorer:
         self.step = 0
         self.candidates: torch.Tensor | None = None
         self.reference_logprobs: torch.Tensor | None = None
+        self.row_weights: torch.Tensor | None = None
 
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        rows = input_ids.shape[0]
+        columns = [torch.full((rows,), float(w)) if isinstance(w, (int, float)) else torch.as_tensor(w).float()
+                   for w in self.weights]
+        self.row_weights = (torch.stack(columns, -1) if columns else torch.zeros(rows, 0)).to(input_ids.device)
         logits = self.reference.start(input_ids, attention_mask)
         for scorer in self.scorers:
             scorer.start(input_ids.to(_device(scorer)), attention_mask.to(_device(scorer)))
@@ -246,6 +253,7 @@ class ValueGuidedScorer:
         for scorer in self.scorers:
             scorer.keep_rows(rows.to(_device(scorer)))
         self.candidates = self.candidates[rows]
+        self.row_weights = self.row_weights[rows.to(self.row_weights.device)]
 
     def _tilt(self, logits: torch.Tensor) -> torch.Tensor:
         self.reference_logprobs = torch.log_softmax(logits, dim=-1)
@@ -259,11 +267,13 @@ class ValueGuidedScorer:
         return torch.full_like(logits, float("-inf")).scatter(-1, self.candidates, tilted)
 
     def weighted_value(self, candidates: torch.Tensor) -> torch.Tensor:
-        """v(a) = Σ_i w_i · norm(V_i(s∘a)) for the ``(rows, k)`` candidate tokens."""
+        """v(a) = Σ_i w_i · norm(V_i(s∘a)) for the ``(rows, k)`` candidate tokens (w_i of each row)."""
         total = torch.zeros(candidates.shape, dtype=torch.float32, device=candidates.device)
-        for weight, scorer in zip(self.weights, self.scorers):
+        weights = self.row_weights.to(candidates.device)
+        for index, scorer in enumerate(self.scorers):
             values = scorer.candidate_values(candidates.to(_device(scorer)))
-            total = total + weight * normalize_values(values, self.settings.value_normalization).to(total.device)
+            normalized = normalize_values(values, self.settings.value_normalization).to(total.device)
+            total = total + weights[:, index, None] * normalized
         return total
 
 
@@ -281,12 +291,16 @@ def guided_sampler_config(config: GenerationConfig) -> GenerationConfig:
     return replace(config, temperature=1.0, top_k=0, min_new_tokens=0)
 
 
+Weight = float | Sequence[float]
+"""A value model's weight: one number for every prompt, or one per prompt."""
+
+
 def value_guided_generate(
     reference_model,
     tokenizer,
     prompts: Sequence[str],
     config: GenerationConfig,
-    weighted_values: Sequence[tuple[float, object]],
+    weighted_values: Sequence[tuple[Weight, object]],
     settings: GuidanceSettings,
     *,
     beams: int = 1,
@@ -296,26 +310,38 @@ def value_guided_generate(
 
     Batched, seeded per prompt and ended by EOS / stop strings / max_new_tokens exactly as
     :func:`~paretoalign.generation.sampling.generate` (with ``beta=0`` it draws the same tokens as
-    ``generate`` with ``top_k=k``); ``weighted_values`` are ``(weight, value model)`` pairs, weights > 0.
+    ``generate`` with ``top_k=k``); ``weighted_values`` are ``(weight, value model)`` pairs, a weight one
+    number or one per prompt (rows of a batch may then weight the models differently).
     ``beams > 1``: beam search over the tilted scores instead of sampling (the best beam).
     """
-    make_scorer, eos_ids = _scorer_factory(reference_model, tokenizer, config, weighted_values, settings)
+    make_scorer, eos_ids = _scorer_factory(reference_model, tokenizer, config, prompts, weighted_values, settings)
     with _evaluation_modes(reference_model, weighted_values):
         return generate_with_scorer(make_scorer, tokenizer, prompts, guided_sampler_config(config), eos_ids=eos_ids,
-                                    device=reference_model.device, beams=beams, rendered=rendered)
+                                    device=reference_model.device, beams=beams, rendered=rendered, scorer_rows=True)
 
 
-def _scorer_factory(reference_model, tokenizer, config: GenerationConfig, weighted_values, settings: GuidanceSettings):
-    """A fresh :class:`ValueGuidedScorer` per batch, and the EOS ids; checks the settings first."""
+def _scorer_factory(reference_model, tokenizer, config: GenerationConfig, prompts: Sequence[str], weighted_values,
+                    settings: GuidanceSettings):
+    """``make_scorer(rows)``: a fresh :class:`ValueGuidedScorer` for the prompts at ``rows``, and the EOS ids;
+    checks the settings first."""
     config.validate()
     settings.check_vocabulary(reference_model.get_output_embeddings().weight.shape[0])
+    for weight, _ in weighted_values:
+        if not isinstance(weight, (int, float)) and len(weight) != len(prompts):
+            raise ConfigError(f"got {len(weight)} weights of a value model for {len(prompts)} prompts; give one "
+                              "weight or one per prompt")
     eos_ids = eos_token_ids(reference_model, tokenizer)
 
-    def make_scorer() -> ValueGuidedScorer:
-        return ValueGuidedScorer(reference_model, weighted_values, settings, temperature=config.temperature,
+    def make_scorer(rows: Sequence[int]) -> ValueGuidedScorer:
+        batch = [([_weight_of(weight, row) for row in rows], model) for weight, model in weighted_values]
+        return ValueGuidedScorer(reference_model, batch, settings, temperature=config.temperature,
                                  eos_ids=eos_ids, eos_banned_steps=eos_banned_steps(config, settings))
 
     return make_scorer, eos_ids
+
+
+def _weight_of(weight: Weight, row: int) -> float:
+    return float(weight) if isinstance(weight, (int, float)) else float(weight[row])
 
 
 def _evaluation_modes(reference_model, weighted_values) -> contextlib.ExitStack:
@@ -343,33 +369,38 @@ def value_guided_beam_search(
     tokenizer,
     prompts: Sequence[str],
     config: GenerationConfig,
-    weighted_values: Sequence[tuple[float, object]],
+    weighted_values: Sequence[tuple[Weight, object]],
     settings: GuidanceSettings,
     *,
     beams: int,
     candidates: int,
 ) -> list[list[Response]]:
     """MAVIS beam search: ``beams`` beams over the tilted scores, the ``candidates`` best finished beams
-    per prompt, each with ``meta["value"]`` = Σ_i w_i V_i of its full text, best value first."""
-    make_scorer, eos_ids = _scorer_factory(reference_model, tokenizer, config, weighted_values, settings)
+    per prompt, each with ``meta["value"]`` = Σ_i w_i V_i of its full text (the prompt's weights), best first."""
+    make_scorer, eos_ids = _scorer_factory(reference_model, tokenizer, config, prompts, weighted_values, settings)
     prompt_ids = prompt_token_ids(tokenizer, prompts, config.system_prompt)
     padding = pad_id(tokenizer)
     ranked = []
     with torch.inference_mode(), _evaluation_modes(reference_model, weighted_values):
         for start in range(0, len(prompt_ids), config.batch_size):
-            batch = prompt_ids[start : start + config.batch_size]
+            rows = list(range(start, min(start + config.batch_size, len(prompt_ids))))
+            batch = [prompt_ids[row] for row in rows]
             input_ids, attention_mask = (t.to(reference_model.device) for t in pad_left(batch, padding))
-            found = beam_search(make_scorer(), input_ids, attention_mask, beams=beams, num_return=candidates,
+            found = beam_search(make_scorer(rows), input_ids, attention_mask, beams=beams, num_return=candidates,
                                 max_new_tokens=config.max_new_tokens, eos_ids=eos_ids)
-            for offset, (ids, group) in enumerate(zip(batch, found)):
-                ranked.append(_ranked_beams(prompts[start + offset], ids, group, weighted_values, tokenizer, padding))
+            for row, ids, group in zip(rows, batch, found):
+                weighted = [(_weight_of(weight, row), model) for weight, model in weighted_values]
+                ranked.append(_ranked_beams(prompts[row], ids, group, weighted, tokenizer, padding))
     return ranked
 
 
 def _ranked_beams(prompt: str, prompt_ids: list[int], group: Sequence[BeamCandidate], weighted_values, tokenizer,
                   padding: int) -> list[Response]:
     sequences = [prompt_ids + candidate.token_ids for candidate in group]
-    total = sum(weight * final_values(model, sequences, padding).cpu() for weight, model in weighted_values)
+    total = torch.zeros(len(sequences))
+    for weight, model in weighted_values:
+        if weight:
+            total = total + weight * final_values(model, sequences, padding).cpu()
     responses = []
     for candidate, value in zip(group, total.tolist()):
         decoded = Decoded(candidate.token_ids, [0.0] * len(candidate.token_ids), candidate.finish_reason)

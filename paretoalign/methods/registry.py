@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import BaseRecipe
 from .best_of_n import BestOfNRecipe
 from .common.recipe import Recipe
+from .mavis import MAVISRecipe
 from .mod import MODRecipe
 from .prompting import PromptingRecipe
 from .ric.recipe import RiCRecipe
@@ -18,6 +19,7 @@ RECIPES: dict[str, Recipe] = {
         BestOfNRecipe(),
         SoupsRecipe(),
         MODRecipe(),
+        MAVISRecipe(),
         RiCRecipe(),
     )
 }

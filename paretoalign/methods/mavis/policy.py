@@ -5,23 +5,25 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...core.errors import ConfigError
 from ...core.preference import Preference
-from ...generation import GenerationConfig, Response
-from ...generation.value_guided import GuidanceSettings, value_guided_beam_search, value_guided_generate
-from .values import load_value_model
+
+if TYPE_CHECKING:
+    from ...generation.policy import GenerationConfig, PreferenceArg, Response
 
 
 class MAVISPolicy:
     """A SteerablePolicy over ``value_models`` (objective -> loaded score model, or the folder of one).
 
     Folders are loaded on first use by a preference that weights their objective, so objectives with
-    weight 0 load (and run) nothing. Decoding settings: see :mod:`paretoalign.generation.value_guided`;
-    ``beams > 1`` runs beam search over the tilted scores; it answers with the best beam, or with
-    ``candidates > 1``, with the one of the ``candidates`` best beams whose full text the weighted value
-    models rate highest (the method's own value estimates, not the evaluation's scorers).
+    weight 0 load (and run) nothing. Rows of one call may carry different preferences: they decode in one
+    batch, each row tilted by its own weights. Decoding settings: see
+    :mod:`paretoalign.generation.value_guided`; ``beams > 1`` runs beam search over the tilted scores; it
+    answers with the best beam, or with ``candidates > 1``, with the one of the ``candidates`` best beams
+    whose full text the weighted value models rate highest (the method's own value estimates, not the
+    evaluation's scorers).
     """
 
     uses_scorers_at_decode = False
@@ -41,8 +43,10 @@ class MAVISPolicy:
         candidates: int = 1,
         name: str = "mavis",
     ) -> None:
+        from ...generation.value_guided import GuidanceSettings
+
         if not value_models:
-            raise ConfigError("MAVIS needs at least one value model; train one with 'paretoalign mavis train'")
+            raise ConfigError("MAVIS needs at least one value model; fit one with 'paretoalign fit mavis'")
         if beams < 1 or not 1 <= candidates <= beams:
             raise ConfigError(f"need beams >= 1 and 1 <= candidates <= beams, got beams={beams}, candidates={candidates}")
         self.settings = GuidanceSettings(beta, top_k, value_normalization, ban_eos_first)
@@ -66,6 +70,8 @@ class MAVISPolicy:
         return self.loaded[objective]
 
     def _load(self, objective: str, folder: Path):
+        from .values import load_value_model
+
         model, tokenizer = load_value_model(folder, dtype=self.value_dtype, device=self.reference_model.device)
         if tokenizer.get_vocab() != self.tokenizer.get_vocab():
             reference = getattr(self.reference_model, "name_or_path", "the reference model")
@@ -73,30 +79,33 @@ class MAVISPolicy:
                               f"model ({reference}); train value models on the reference model's tokenizer")
         return model
 
-    def weighted_value_models(self, preference: Preference | None) -> list[tuple[float, Any]]:
-        """``(weight, value model)`` for each objective the preference weights above 0."""
-        if preference is None:
-            raise ConfigError(f"MAVIS needs a preference over {', '.join(self.objectives)} to weight its value models")
-        missing = [name for name in preference.active() if name not in self.sources]
-        if missing:
-            raise ConfigError(f"no value model for objective {missing[0]!r}; this MAVIS policy has value models "
-                              f"for {', '.join(self.objectives)}")
-        return [(weight, self.value_model(name)) for name, weight in preference.weights if weight > 0]
+    def row_weights(self, preferences: Sequence[Preference | None]) -> dict[str, list[float]]:
+        """Objective -> its weight in each row, for the objectives some row weights above 0."""
+        from ...generation.policy import check_steerable
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        preference: Preference | None,
-        config: GenerationConfig,
-    ) -> list[Response]:
-        """Value-guided samples (or the best beam when ``beams > 1``): top-k of π_ref tilted by β·Σ_i w_i V_i."""
-        weighted = self.weighted_value_models(preference)
+        checked = [check_steerable(self.name, self.objectives, item) for item in preferences]
+        return {name: [item.weight(name) for item in checked] for name in self.objectives
+                if any(item.weight(name) > 0 for item in checked)}
+
+    def generate(self, prompts: Sequence[str], preference: PreferenceArg, config: GenerationConfig) -> list[Response]:
+        """Value-guided samples (or the best beam when ``beams > 1``): top-k of π_ref tilted by β·Σ_i w_i V_i,
+        each row with its own preference's weights, all rows in one batch."""
+        from ...generation.policy import STEERING, preferences_per_prompt
+        from ...generation.value_guided import value_guided_beam_search, value_guided_generate
+
+        weights = self.row_weights(preferences_per_prompt(prompts, preference))
+        weighted = [(row_weights, self.value_model(name)) for name, row_weights in weights.items()]
         if self.candidates > 1:
             ranked = value_guided_beam_search(self.reference_model, self.tokenizer, prompts, config, weighted,
                                               self.settings, beams=self.beams, candidates=self.candidates)
-            return [group[0] for group in ranked]
-        return value_guided_generate(self.reference_model, self.tokenizer, prompts, config, weighted, self.settings,
-                                     beams=self.beams)
+            responses = [group[0] for group in ranked]
+        else:
+            responses = value_guided_generate(self.reference_model, self.tokenizer, prompts, config, weighted,
+                                              self.settings, beams=self.beams)
+        for row, response in enumerate(responses):
+            response.meta[STEERING] = {"value_weights": {name: w[row] for name, w in weights.items() if w[row] > 0},
+                                       "beta": self.settings.beta, "top_k": self.settings.top_k}
+        return responses
 
     def reference(self) -> tuple[Any, Any]:
         """The untilted reference model and its tokenizer."""

@@ -1,20 +1,23 @@
 """MAVIS training data: trees of partial responses, their Monte-Carlo values, and Arrow shards on disk.
 
 A tree grows from one prompt, layer by layer: the root gets ``root_branching`` children, every other
-node ``branching``, for ``depth`` layers; each layer appends a chunk of a random length (drawn once per
-layer and collection, so the whole layer decodes as one batch). A response that samples EOS stops
-growing and is a leaf early.
+node ``branching``, for ``depth`` chunk layers; each chunk layer appends a chunk of a random length (drawn
+once per layer and collection, so the whole layer decodes as one batch). A final layer then completes every
+unfinished node with one child that runs to EOS or to the decoding length (``max_new_tokens`` response
+tokens), so every leaf is a complete answer. A response that samples EOS (or reaches the decoding length)
+earlier stops growing and is a leaf there.
 
-Values. A leaf's value is the objective's normalized reward of its full response (``Objective.reward``:
+Values. A leaf's value is the objective's normalized reward of its complete response (``Objective.reward``:
 ``direction·(raw − mean)/std`` with the objective's stored statistics, so 0 is the reference model's
 average and 1 one standard deviation better). An inner node's value is the mean of its children's.
 ``future_kl`` is E[Σ log π/π_ref] over the tokens sampled below a node (0 at leaves; mean over
 children of their chunk's log-ratio plus their own future_kl), so the soft-value target of iterations
-≥ 1 is ``value − η·future_kl`` (:func:`value_records`). Trees sampled from π_ref itself have log-ratio
-0 except where EOS was banned.
+≥ 1 is ``value − η·future_kl`` (:func:`value_records`). Trees sampled from π_ref's top-k have the log-ratio
+of that truncation (and of the first token's EOS ban).
 
 On disk a shard is one Parquet file (zstd), one row per node: the root row holds the prompt and its
-token ids, every other row only its own chunk and its parent's row number, so nothing is stored twice.
+token ids, every other row only its own chunk and its parent's row number, so nothing is stored twice;
+``finished`` marks a node whose response ends there (EOS or the decoding length).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,31 +42,10 @@ from ...generation.sampling import TokenSampler
 from ...generation.value_guided import GuidanceSettings, ValueGuidedScorer, guided_sampler_config
 from ...objectives import stats_to_dict
 from ...objectives.base import Objective
+from .recipe import TreeShape
 
 METADATA_KEY = b"paretoalign.mavis"
 VALUE_PREFIX = "value:"
-
-
-@dataclass(frozen=True)
-class TreeShape:
-    """Branching, depth and chunk lengths of the trees (defaults: METHODS.md), and the share of bottom
-    nodes kept for training."""
-
-    root_branching: int = 4
-    branching: int = 2
-    depth: int = 5
-    chunk_min: int = 8
-    chunk_max: int = 24
-    keep_bottom: float = 0.5
-
-    def __post_init__(self) -> None:
-        for name in ("root_branching", "branching", "depth", "chunk_min"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"tree {name} must be >= 1, got {getattr(self, name)}")
-        if self.chunk_max < self.chunk_min:
-            raise ConfigError(f"chunk_max ({self.chunk_max}) must be >= chunk_min ({self.chunk_min})")
-        if not 0 < self.keep_bottom <= 1:
-            raise ConfigError(f"keep_bottom must be in (0, 1], got {self.keep_bottom}")
 
 
 @dataclass
@@ -76,24 +58,29 @@ class _Node:
     log_ratio: float = 0.0
 
 
+TREE_TOP_K = 40
+"""Tokens of π_ref a tree without guidance samples from (the original's trees: top-k 40)."""
+
+
 class _LogRatioRecorder:
-    """A chooser that samples with ``sampler`` and adds log π(a) − log π_ref(a) of each drawn token to its row."""
+    """A chooser that samples with ``sampler`` and records log π(a) − log π_ref(a) of each drawn token per row."""
 
     def __init__(self, sampler: TokenSampler, scorer: ValueGuidedScorer, rows: int) -> None:
         self.sampler, self.scorer = sampler, scorer
-        self.log_ratio = [0.0] * rows
+        self.log_ratios: list[list[float]] = [[] for _ in range(rows)]
 
     def __call__(self, scores: torch.Tensor, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         tokens, logprobs = self.sampler(scores, rows)
         reference = self.scorer.reference_logprobs.gather(-1, tokens[:, None]).squeeze(-1)
         for row, ratio in zip(rows, (logprobs - reference).tolist()):
-            self.log_ratio[row] += ratio
+            self.log_ratios[row].append(ratio)
         return tokens, logprobs
 
 
 @dataclass
 class TreeSampler:
-    """Samples tree chunks from the reference tilted by ``guidance`` (none: π_ref itself, untruncated)."""
+    """Samples tree chunks from the reference tilted by ``guidance`` with ``settings``; without guidance
+    from π_ref's top-k (``settings`` default: β = 0, k = :data:`TREE_TOP_K`)."""
 
     reference_model: object
     tokenizer: object
@@ -101,25 +88,30 @@ class TreeSampler:
     settings: GuidanceSettings | None = None
     temperature: float = 1.0
     batch_size: int = 16
+    eos_ids: set[int] = field(init=False)
 
     def __post_init__(self) -> None:
-        vocab = self.reference_model.get_output_embeddings().weight.shape[0]
-        self.settings = self.settings or GuidanceSettings(beta=0.0, top_k=vocab)
-        self.settings.check_vocabulary(vocab)
+        self.settings = self.settings or GuidanceSettings(beta=0.0, top_k=TREE_TOP_K)
+        self.settings.check_vocabulary(self.reference_model.get_output_embeddings().weight.shape[0])
         self.eos_ids = eos_token_ids(self.reference_model, self.tokenizer)
 
-    def continue_all(self, sequences: Sequence[list[int]], length: int, seeds: Sequence[int],
+    def continue_all(self, sequences: Sequence[list[int]], lengths: Sequence[int], seeds: Sequence[int],
                      first_step: bool) -> list[tuple[list[int], bool, float]]:
-        """``(chunk, ended with EOS, Σ log π/π_ref)`` of up to ``length`` new tokens after each sequence."""
-        results = []
-        for start in range(0, len(sequences), self.batch_size):
-            chunk = slice(start, start + self.batch_size)
-            results.extend(self._continue_batch(sequences[chunk], length, seeds[chunk], first_step))
+        """``(chunk, ended with EOS, Σ log π/π_ref)`` of up to ``lengths[i]`` new tokens after each sequence
+        (batched by similar length)."""
+        order = sorted(range(len(sequences)), key=lambda i: lengths[i])
+        results: list[tuple[list[int], bool, float]] = [([], False, 0.0)] * len(sequences)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            grown = self._continue_batch([sequences[i] for i in batch], [lengths[i] for i in batch],
+                                         [seeds[i] for i in batch], first_step)
+            for index, result in zip(batch, grown):
+                results[index] = result
         return results
 
-    def _continue_batch(self, sequences, length, seeds, first_step):
-        model = self.reference_model
-        config = GenerationConfig(max_new_tokens=length, temperature=self.temperature)
+    def _continue_batch(self, sequences, lengths, seeds, first_step):
+        model, longest = self.reference_model, max(lengths)
+        config = GenerationConfig(max_new_tokens=longest, temperature=self.temperature)
         banned = 1 if first_step and self.settings.ban_eos_first else 0
         scorer = ValueGuidedScorer(model, self.guidance, self.settings, temperature=self.temperature,
                                    eos_ids=self.eos_ids, eos_banned_steps=banned)
@@ -127,27 +119,34 @@ class TreeSampler:
                                      len(sequences))
         input_ids, attention_mask = pad_left(sequences, pad_id(self.tokenizer))
         decoded = decode_loop(scorer, recorder, input_ids.to(model.device), attention_mask.to(model.device),
-                              max_new_tokens=length, eos_ids=self.eos_ids)
-        return [(d.token_ids, d.finish_reason == "eos", ratio) for d, ratio in zip(decoded, recorder.log_ratio)]
+                              max_new_tokens=longest, eos_ids=self.eos_ids)
+        return [(d.token_ids[:length], d.finish_reason == "eos" and len(d.token_ids) <= length, sum(ratios[:length]))
+                for d, ratios, length in zip(decoded, recorder.log_ratios, lengths)]
 
 
 def _grow(sampler: TreeSampler, prompt_ids: list[list[int]], shape: TreeShape, rng: random.Random) -> list[_Node]:
-    """All nodes of one tree per prompt, layer by layer, each layer decoded as one batch."""
+    """All nodes of one tree per prompt, layer by layer, each layer decoded as one batch; the final layer
+    completes every unfinished node to EOS or ``shape.max_new_tokens`` response tokens."""
     nodes = [_Node(tree, -1, 0, ids) for tree, ids in enumerate(prompt_ids)]
     paths = [list(ids) for ids in prompt_ids]
+    spent = [0] * len(nodes)  # response tokens up to each node
     frontier = list(range(len(nodes)))
-    for depth in range(1, shape.depth + 1):
-        width = shape.root_branching if depth == 1 else shape.branching
+    for depth in range(1, shape.depth + 2):
+        final = depth > shape.depth
+        width = 1 if final else shape.root_branching if depth == 1 else shape.branching
         parents = [index for index in frontier if not nodes[index].finished for _ in range(width)]
         if not parents:
             break
-        length = rng.randint(shape.chunk_min, shape.chunk_max)
+        chunk = shape.max_new_tokens if final else rng.randint(shape.chunk_min, shape.chunk_max)
+        lengths = [min(chunk, shape.max_new_tokens - spent[parent]) for parent in parents]
         seeds = [rng.getrandbits(62) for _ in parents]
-        grown = sampler.continue_all([paths[p] for p in parents], length, seeds, first_step=depth == 1)
+        grown = sampler.continue_all([paths[p] for p in parents], lengths, seeds, first_step=depth == 1)
         frontier = []
-        for parent, (chunk, finished, ratio) in zip(parents, grown):
-            nodes.append(_Node(nodes[parent].tree, parent, depth, chunk, finished, ratio))
-            paths.append(paths[parent] + chunk)
+        for parent, (tokens, eos, ratio) in zip(parents, grown):
+            spent.append(spent[parent] + len(tokens))
+            complete = eos or spent[-1] >= shape.max_new_tokens
+            nodes.append(_Node(nodes[parent].tree, parent, depth, tokens, complete, ratio))
+            paths.append(paths[parent] + tokens)
             frontier.append(len(nodes) - 1)
     return nodes
 
@@ -220,7 +219,7 @@ def collect_trees(
     for objective in objectives:
         rewards = objective.reward(leaf_prompts, texts)
         columns[VALUE_PREFIX + objective.name], future = back_up(parents, log_ratios, dict(zip(leaves, rewards.tolist())))
-    keep = [node.depth > 0 and (node.depth < shape.depth or rng.random() < shape.keep_bottom) for node in nodes]
+    keep = [node.depth > 0 and (node.depth <= shape.depth or rng.random() < shape.keep_bottom) for node in nodes]
     table = pa.table({
         "tree": [f"{shard}/{node.tree}" for node in nodes],
         "parent": pa.array(parents, pa.int32()),
@@ -234,8 +233,21 @@ def collect_trees(
         **{name: pa.array(values, pa.float64()) for name, values in columns.items()},
     })
     info = {"objectives": [o.name for o in objectives], "stats": stats_to_dict(objectives), "policy": policy,
-            "shape": asdict(shape), "seed": seed}
+            "shape": asdict(shape), "guidance": asdict(sampler.settings), "seed": seed}
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(info).encode()})
+
+
+def tree_summary(table: pa.Table, eos_ids: Iterable[int]) -> dict:
+    """What a shard holds and cost: nodes, complete leaves (how many ended with EOS rather than at the decoding
+    length) and the tokens sampled to grow it."""
+    eos = set(eos_ids)
+    parents, depths = table["parent"].to_pylist(), table["depth"].to_pylist()
+    tokens = table["tokens"].to_pylist()
+    inner = set(parents)
+    leaves = [index for index in range(len(parents)) if index not in inner]
+    return {"nodes": len(parents), "leaves": len(leaves),
+            "leaves_eos": sum(1 for index in leaves if tokens[index] and tokens[index][-1] in eos),
+            "generated_tokens": sum(len(chunk) for chunk, depth in zip(tokens, depths) if depth)}
 
 
 def tree_info(table: pa.Table) -> dict:
@@ -279,11 +291,6 @@ def read_shards(paths: Iterable[str | Path]) -> pa.Table:
     if len(roots) != len(set(roots)):
         raise DataError("two shards share tree ids; collect each shard with its own --shard name")
     return merged
-
-
-def merge_shards(paths: Sequence[str | Path], output: str | Path) -> Path:
-    """Concatenate shards (see :func:`read_shards`) into one Parquet file, atomically."""
-    return write_shard(read_shards(paths), output)
 
 
 def value_records(table: pa.Table, objective: str, eta: float = 0.0) -> list[dict]:
