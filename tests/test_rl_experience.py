@@ -88,6 +88,19 @@ def test_layout_masks_scores_and_groups(policy, tokenizer):
     np.testing.assert_allclose(experience.scalar_reward.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_policy_logprobs_are_read_at_the_rollout_temperature_and_the_reference_untempered(policy, tokenizer):
+    maker = ExperienceMaker(policy, tokenizer, [fitted(Conciseness())], temperature=0.7)
+    sampling = GenerationConfig(max_new_tokens=10, temperature=0.7, top_k=0, top_p=1.0, batch_size=4)
+    experience = maker.make(PROMPTS, sampling)  # log-probs at temperature 1 would be off-policy
+    untempered = ExperienceMaker(policy, tokenizer, [fitted(Conciseness())]).make(PROMPTS, sampling)
+    for row, response in enumerate(experience.responses):
+        n = len(response.token_ids)
+        torch.testing.assert_close(experience.old_logprobs[row, :n], torch.tensor(response.logprobs),
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(experience.ref_logprobs[row, :n], untempered.ref_logprobs[row, :n])
+    assert not torch.allclose(experience.old_logprobs, experience.ref_logprobs)  # π_0.7 is not π_ref
+
+
 def test_fresh_adapter_gives_reference_logprobs_equal_to_the_samplers(policy, tokenizer):
     experience = ExperienceMaker(policy, tokenizer, [fitted(Conciseness())]).make(PROMPTS, on_policy())
     torch.testing.assert_close(experience.old_logprobs, experience.ref_logprobs)

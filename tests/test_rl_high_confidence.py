@@ -55,9 +55,10 @@ def test_group_normalized_advantage_matches_per_group_zscore():
     torch.testing.assert_close(advantages(returns, groups, "grpo"), expected)
 
 
-def test_no_baseline_keeps_the_return_and_unknown_baseline_fails():
+def test_no_baseline_subtracts_the_running_mean_and_unknown_baseline_fails():
     returns = torch.tensor([1.0, 2.0])
-    torch.testing.assert_close(advantages(returns, torch.tensor([0, 1]), "none"), returns)
+    torch.testing.assert_close(advantages(returns, torch.tensor([0, 1]), "none", running_mean=1.25),
+                               torch.tensor([-0.25, 0.75]))
     with pytest.raises(ConfigError, match="not one of rloo, grpo, none"):
         advantages(returns, torch.tensor([0, 0]), "ppo")
 

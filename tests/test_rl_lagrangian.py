@@ -1,5 +1,6 @@
-"""PPO-Lagrangian: the dual step's direction, clamp and delay; a tiny constrained run logs λ and J_c every
-step, plots them, and resumes to the same λ; one-line errors for a missing threshold or cost objective."""
+"""PPO-Lagrangian: the dual step's direction, clamp and delay; separate critics (from the cost score model where
+there is one), value clip 5 and token rewards clipped to ±50; a tiny constrained run logs λ and J_c every step,
+plots them, and resumes to the same λ; one-line errors for a missing threshold or cost objective."""
 
 from __future__ import annotations
 
@@ -7,13 +8,18 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
 from paretoalign.core.errors import ConfigError
 from paretoalign.interfaces.cli import main as cli_main
-from paretoalign.objectives import Informativeness, LengthCost
+from paretoalign.models import token_values
+from paretoalign.objectives import Informativeness, LengthCost, NormStats, Objective, ScoreModelObjective
+from paretoalign.training.rl.experience import Experience
 from paretoalign.training.rl.lagrangian import LAMBDA_PLOT, LagrangeMultiplier, PPOLagConfig, PPOLagTrainer
 from paretoalign.training.runner import config_for
 
@@ -43,6 +49,13 @@ def test_lambda_waits_for_the_update_delay_and_restores_from_its_state():
     copy = LagrangeMultiplier(init=1.0, lr=0.1, max_value=5.0)
     copy.load_state_dict(multiplier.state_dict())
     assert copy.value == multiplier.value
+
+
+def test_lambda_is_unbounded_without_a_max():
+    multiplier = LagrangeMultiplier(init=1.0, lr=1.0, max_value=None)
+    for step in range(3):
+        multiplier.update(violation=2.0, step=step)
+    assert multiplier.value > 5.0
 
 
 def lag_config(model_dir: Path, out: Path, steps: int, **overrides) -> PPOLagConfig:
@@ -89,6 +102,69 @@ def test_resume_restores_lambda_its_optimizer_and_the_cost_window(stopping_model
     expected = load_file(straight.model_dir / "adapter_model.safetensors")
     for name, tensor in load_file(resumed.model_dir / "adapter_model.safetensors").items():
         torch.testing.assert_close(tensor, expected[name], atol=1e-6, rtol=1e-5)
+
+
+class Huge(Objective):
+    """A cost of 1000 per answer: far beyond the ±50 clip."""
+
+    name = "huge"
+
+    def score(self, prompts, responses):
+        return np.full(len(responses), 1000.0)
+
+
+def cost_score_model(model_dir: Path) -> ScoreModelObjective:
+    """A random one-label score model on the tiny model's body and tokenizer, as the cost."""
+    torch.manual_seed(4)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return ScoreModelObjective(model, "harm", "a cost model", direction=-1, tokenizer=tokenizer, device="cpu")
+
+
+def test_critics_are_separate_networks_the_cost_one_from_the_cost_model(stopping_model_dir, tmp_path):
+    reward = Informativeness()
+    reward.stats = NormStats(10.0, 4.0, 8)
+    cost = cost_score_model(stopping_model_dir)
+    config = lag_config(stopping_model_dir, tmp_path / "c", 1, critic_lr=3e-3)
+    trainer = PPOLagTrainer(config, PROMPTS[:4], objectives=[reward], cost_objective=cost)
+    actor_critic = trainer.actor_critic
+    assert set(actor_critic.critics) == {"reward", "cost"} and not actor_critic.value_heads  # no heads on the actor
+    assert actor_critic.critics["cost"].source == "score model of harm"
+    assert actor_critic.critics["reward"].source.startswith("base model")
+    policy_ids = {id(p) for p in actor_critic.policy.parameters()}
+    for critic in actor_critic.critics.values():
+        assert policy_ids.isdisjoint(id(p) for p in critic.parameters())
+        assert any(p.requires_grad for p in critic.head.parameters())
+
+    ids = torch.tensor([[1, 5, 9, 12, 30, 41, 7]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        expected = token_values(cost.model, ids, mask)[:, 2:6]  # states before the last 4 tokens
+        torch.testing.assert_close(actor_critic.critics["cost"](ids, mask, 4), expected)
+        assert actor_critic.critics["reward"](ids, mask, 4).abs().max() == 0  # zero head on the base body
+    assert not any(p is q for p in cost.model.parameters() for q in actor_critic.critics["cost"].parameters())
+
+    actor, critics = trainer.parameter_groups()
+    assert critics["lr"] == 3e-3 and "lr" not in actor
+    assert {id(p) for p in actor["params"]} <= policy_ids
+
+
+def test_value_clip_is_five_and_token_rewards_and_costs_are_clipped_to_fifty(stopping_model_dir, tmp_path):
+    assert PPOLagConfig(cost_objective="length_cost", threshold=0.0).value_clip_range == 5.0
+    reward = Informativeness()
+    reward.stats = NormStats(10.0, 4.0, 8)
+    trainer = PPOLagTrainer(lag_config(stopping_model_dir, tmp_path / "clip", 1), PROMPTS[:4], objectives=[reward],
+                            cost_objective=Huge())
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    zeros = torch.zeros(2, 3)
+    experience = Experience(
+        sequences=torch.ones(2, 5, dtype=torch.long), attention_mask=torch.ones(2, 5, dtype=torch.long),
+        action_mask=mask, old_logprobs=zeros, ref_logprobs=zeros, rewards={}, normalized={},
+        costs={"huge": torch.tensor([1000.0, 1000.0])}, prompt_index=torch.tensor([0, 1]),
+        scalar_reward=torch.tensor([-400.0, 400.0]), values={"reward": zeros, "cost": zeros})
+    returns = trainer.add_advantages(experience).returns
+    assert returns["cost"][0, 2] == 50.0 and returns["cost"][1, 1] == 50.0
+    assert returns["reward"][0, 2] == -50.0 and returns["reward"][1, 1] == 50.0
 
 
 def test_ptx_adds_a_language_modelling_loss(stopping_model_dir, tmp_path):

@@ -1,5 +1,6 @@
-"""MORLHF recipe: the preference grid, one adapter per grid point, the nearest adapter answers, reload of a
-finished grid with its training cost, π_ref = the base with adapters off."""
+"""The MORLHF recipe on the tiny model: one PPO adapter per point of core.weight_grid, resumable per point, the
+full preset runs the original's PPO schedule, and the policy answers each prompt from its nearest point (rows
+grouped by point) with π_ref = the base."""
 
 from __future__ import annotations
 
@@ -7,79 +8,93 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
-from paretoalign.core.errors import ConfigError
-from paretoalign.core.preference import Preference
-from paretoalign.generation import GenerationConfig
-from paretoalign.methods.morlhf import (
-    COMPUTE_FILE,
-    MORLHFBudget,
-    MORLHFPolicy,
-    preference_grid,
-    train_for_demo,
-    train_morlhf_grid,
-)
-from paretoalign.models import load_model
-from paretoalign.objectives import Conciseness, Informativeness
+from paretoalign.core.errors import ConfigError, UnknownObjectiveError
+from paretoalign.core.preference import Preference, weight_grid
+from paretoalign.generation import STEERING, GenerationConfig
+from paretoalign.methods import get_recipe
+
+from test_recipes import tiny_config
+
+OBJECTIVES = "conciseness,simplicity"
+PROMPTS = ["Explain photosynthesis to a child.", "How do I cook rice?", "Name a planet."]
+SAMPLED = GenerationConfig(max_new_tokens=5, seed=1)
 
 
-
-TINY_BUDGET = MORLHFBudget(points_per_axis=2, prompts=4, steps=1, batch_size=4, minibatch_size=4, max_new_tokens=4,
-                           lr=1e-2, lora_r=4, lora_alpha=8)
-
-
-def fitted_objectives():
-    objectives = [Conciseness(), Informativeness()]
-    for objective in objectives:
-        objective.fit_normalization(["q"] * 3, ["a", "a b", "a b c d"])
-    return objectives
+@pytest.fixture(scope="module")
+def run(tiny_model_dir, tmp_path_factory):
+    return get_recipe("morlhf").fit(OBJECTIVES, tmp_path_factory.mktemp("morlhf") / "run",
+                                    tiny_config("morlhf", tiny_model_dir))
 
 
-def test_preference_grid_is_a_simplex_lattice():
-    grid = preference_grid(["a", "b"], 3)
-    assert [p.as_dict() for p in grid] == [{"a": 1.0, "b": 0.0}, {"a": 0.5, "b": 0.5}, {"a": 0.0, "b": 1.0}]
-    three = preference_grid(["a", "b", "c"], 3)
-    assert len(three) == 6 and all(sum(p.as_dict().values()) == pytest.approx(1) for p in three)
+@pytest.fixture(scope="module")
+def policy(run):
+    return get_recipe("morlhf").load(run.path, device="cpu", dtype="float32")
 
 
-def test_grid_training_reload_and_nearest_adapter(tiny_model_dir, tmp_path):
-    objectives = fitted_objectives()
-    prompts = [f"Tell me about the sea, part {i}." for i in range(4)]
-    adapters = train_morlhf_grid(objectives, tmp_path, budget=TINY_BUDGET, model=str(tiny_model_dir), prompts=prompts,
-                                 progress=False)
-    assert list(adapters) == ["conciseness=1,informativeness=0", "conciseness=0,informativeness=1"]
-    assert all((folder / "adapter_config.json").is_file() for folder in adapters.values())
-    compute = json.loads((tmp_path / COMPUTE_FILE).read_text())
-    assert compute["generated_tokens"] > 0 and compute["trained_tokens"] > 0
+def test_one_adapter_per_point_of_the_weight_grid_on_normalized_rewards(run):
+    points = run.manifest["points"]
+    assert [p["preference"] for p in points] == [p.as_dict() for p in weight_grid(OBJECTIVES.split(","), 2)]
+    for point in points:
+        assert (run.path / point["adapter"] / "adapter_model.safetensors").is_file()
+        assert point["generated_tokens"] > 0 and point["trained_tokens"] > 0
+        trained = json.loads((run.path / point["adapter"]).parent.joinpath("manifest.json").read_text())
+        assert trained["method"] == "morlhf" and trained["preference"] == point["preference"]
+        assert trained["normalization"] == run.manifest["normalization"]  # the run's statistics, not refitted
+    assert run.compute["generated_tokens"] == sum(p["generated_tokens"] for p in points)
 
-    policy = train_for_demo(objectives, tmp_path, progress=False)
-    assert policy.name == "morlhf" and policy.objectives == ["conciseness", "informativeness"]
-    assert policy.training_cost == {k: compute[k] for k in ("generated_tokens", "trained_tokens", "wall_time_s")}
-    assert policy.nearest(Preference.parse("conciseness=0.8,informativeness=0.2")) == 0
-    assert policy.nearest(Preference.parse("conciseness=0.3,informativeness=0.7")) == 1
-    config = GenerationConfig(max_new_tokens=4, seed=0)
-    answers = [policy.generate(prompts, Preference.parse(p), config) for p in ("conciseness=1", "informativeness=1")]
-    assert policy.model.active_adapter == "point1"
-    assert all(len(batch) == 4 for batch in answers)
 
+def test_an_interrupted_grid_resumes_with_the_next_point(tiny_model_dir, tmp_path):
+    recipe, config = get_recipe("morlhf"), tiny_config("morlhf", tiny_model_dir)
+    run = recipe.fit(OBJECTIVES, tmp_path / "run", config)
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    lost = manifest["points"].pop()  # as if interrupted after the first point
+    del manifest["stages"]["grid"]
+    manifest["status"] = "running"
+    (run.path / "manifest.json").write_text(json.dumps(manifest))
+    kept = run.path / manifest["points"][0]["adapter"] / "adapter_model.safetensors"
+    stamp = kept.stat().st_mtime_ns
+    resumed = recipe.fit(OBJECTIVES, run.path, config)
+    assert resumed.finished and kept.stat().st_mtime_ns == stamp  # the finished point is kept, not retrained
+    assert resumed.manifest["points"][1]["preference"] == lost["preference"]
+    assert resumed.manifest["points"][0] == manifest["points"][0]
+
+
+def test_the_full_preset_runs_the_originals_ppo_schedule(tiny_model_dir, tmp_path):
+    recipe = get_recipe("morlhf")
+    full = recipe.config("full")
+    assert (full.kl_coef, full.kl_target, full.ppo_epochs, full.early_stopping, full.lr, full.temperature) == (
+        0.2, 3.0, 4, True, 1e-5, 0.7)
+    tiny = dict(points_per_axis=2, prompts=2, steps=1, batch_size=2, max_new_tokens=4, lora_r=4, lora_alpha=8,
+                progress=False)
+    run = recipe.fit("conciseness", tmp_path / "full", recipe.config("full", model=str(tiny_model_dir), **tiny))
+    trained = json.loads((run.path / run.manifest["points"][0]["adapter"]).parent.joinpath("manifest.json").read_text())
+    used = trained["config"]
+    assert (used["kl_coef"], used["kl_target"], used["ppo_epochs"], used["early_stopping"], used["lr"],
+            used["temperature"], used["minibatch_size"]) == (0.2, 3.0, 4, True, 1e-5, 0.7, 1)
+    assert len(run.manifest["points"]) == 1  # one objective: a single point, all weight on it
+
+
+def test_each_prompt_is_answered_by_its_nearest_point(policy):
+    near_first, near_second = "conciseness=0.8,simplicity=0.2", "conciseness=0.3,simplicity=0.7"
+    concise, simple = {"conciseness": 1.0, "simplicity": 0.0}, {"conciseness": 0.0, "simplicity": 1.0}
+    assert policy.points[policy.nearest(Preference.parse(near_first))].as_dict() == concise
+    assert policy.points[policy.nearest(Preference.parse(near_second))].as_dict() == simple
+    preferences = [Preference.parse(p) for p in (near_first, near_second, "conciseness=0.9,simplicity=0.1")]
+    mixed = policy.generate(PROMPTS, preferences, SAMPLED)
+    assert [r.meta[STEERING]["nearest_point"] for r in mixed] == [concise, simple, concise]
+    grouped = policy.generate([PROMPTS[0], PROMPTS[2]], Preference.parse("conciseness=1"), SAMPLED)
+    assert [r.token_ids for r in grouped] == [mixed[0].token_ids, mixed[2].token_ids]
+
+
+def test_the_reference_is_the_base_and_a_preference_must_name_the_grids_objectives(policy, tiny_model_dir):
+    ids = torch.tensor([[1, 5, 9, 12, 30]])
     reference, _ = policy.reference()
-    base, _ = load_model(str(tiny_model_dir))
-    ids = AutoTokenizer.from_pretrained(tiny_model_dir)(prompts[:1], return_tensors="pt")["input_ids"]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     with torch.no_grad():
         torch.testing.assert_close(reference(input_ids=ids).logits, base(input_ids=ids).logits)
-
-    with pytest.raises(ConfigError, match="holds MORLHF policies for conciseness, informativeness"):
-        train_for_demo([Conciseness()], tmp_path, progress=False)
-
-
-def test_policy_needs_a_preference_over_its_objectives(tiny_model_dir, tmp_path):
-    objectives = fitted_objectives()
-    adapters = train_morlhf_grid(objectives, tmp_path, budget=TINY_BUDGET, model=str(tiny_model_dir),
-                                 prompts=["Hi there."], progress=False)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    policy = MORLHFPolicy(base, AutoTokenizer.from_pretrained(tiny_model_dir), adapters)
-    with pytest.raises(ConfigError, match="needs a preference"):
-        policy.generate(["Hi"], None, GenerationConfig(max_new_tokens=2))
-    with pytest.raises(ConfigError, match="unknown objective 'simplicity'"):
-        policy.nearest(Preference.parse("simplicity=1"))
+    with pytest.raises(UnknownObjectiveError, match="MORLHF has no policy for objective 'friendliness'"):
+        policy.generate(PROMPTS[:1], Preference.parse("friendliness=1"), SAMPLED)
+    with pytest.raises(ConfigError, match="MORLHF needs a preference"):
+        policy.generate(PROMPTS[:1], None, SAMPLED)

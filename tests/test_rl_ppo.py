@@ -191,6 +191,17 @@ def test_stop_and_resume_equals_an_uninterrupted_run(stopping_model_dir, tmp_pat
         assert mine["reward/conciseness"] == pytest.approx(theirs["reward/conciseness"])
 
 
+def test_early_stopping_skips_the_remaining_epochs_once_the_policy_kl_passes_its_target(stopping_model_dir, tmp_path):
+    def epochs_run(name: str, *extra: str) -> float:
+        result = run_training("ppo", ppo_args(stopping_model_dir, tmp_path / name, "--max-steps", "1", "--ppo-epochs",
+                                              "4", "--lr", "5e-2", *extra), train_data=PROMPTS[:8])
+        return json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[0])["ppo_epochs_run"]
+
+    assert epochs_run("all") == 4
+    assert epochs_run("stopped", "--early-stopping", "--target-kl", "1e-6") < 4
+    assert epochs_run("loose", "--early-stopping", "--target-kl", "100") == 4
+
+
 def test_morlhf_scalarizes_normalized_rewards_of_its_preference(stopping_model_dir, tmp_path):
     objectives = [fitted_conciseness(), Informativeness()]
     config = config_for("morlhf", ppo_args(stopping_model_dir, tmp_path / "m", "--objectives",

@@ -1,5 +1,6 @@
-"""HC-RLHF trainer on the tiny model: λ follows the constraint, the safety test decides whether the model is
-promoted, metrics and manifest carry the constraint, chunked gradients equal one batch, resume equals an
+"""HC-RLHF trainer on the tiny model: λ follows the constraint (dual step before the policy step, unbounded by
+default), the safety test on its own held-out set decides whether the model is promoted, PTX and the running-mean
+baseline work, metrics and manifest carry the constraint, chunked gradients equal one batch, resume equals an
 uninterrupted run, and bad input ends in one-line ConfigErrors (also through the CLI)."""
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import torch
 from safetensors.torch import load_file
 
 from paretoalign.core.errors import ConfigError, UnknownObjectiveError
+from paretoalign.data import load_prompts
 from paretoalign.interfaces.cli import main as cli_main
 from paretoalign.training.base import FINAL_MODEL
 from paretoalign.training.rl.high_confidence import NO_SOLUTION
-from paretoalign.training.rl.reinforce import UNSAFE_MODEL, ReinforceLagConfig, hold_out
+from paretoalign.training.rl.reinforce import UNSAFE_MODEL, ReinforceLagConfig, ReinforceLagTrainer, safety_set
 from paretoalign.training.runner import run_training
 
 PROMPTS = [{"prompt": f"Tell me something about topic number {i}."} for i in range(12)]
@@ -43,13 +45,14 @@ def manifest(run: Path) -> dict:
 
 def test_violated_constraint_raises_lambda_and_the_model_is_not_promoted(tiny_model_dir, tmp_path):
     run = tmp_path / "violated"
-    result = run_training("reinforce-lag", config(tiny_model_dir, run, threshold=-1.0, lambda_max=100.0),
-                          train_data=PROMPTS)
-    lambdas = [line["lambda"] for line in metrics(run)]
-    assert lambdas[0] == pytest.approx(1.0)
+    result = run_training("reinforce-lag", config(tiny_model_dir, run, threshold=-1.0), train_data=PROMPTS)
+    lines = metrics(run)
+    lambdas = [line["lambda"] for line in lines]
+    # the dual step comes before the policy step: step 1 already uses λ moved by its own batch's bound
+    assert lambdas[0] == pytest.approx(math.exp(0.1 * (lines[0]["cost_bound"] + 1.0)))
+    for previous, line in zip(lambdas, lines[1:]):  # SGD on log λ for -(μ̂ + kσ̂ - τ)·λ, lr 0.1
+        assert line["lambda"] == pytest.approx(previous * math.exp(0.1 * (line["cost_bound"] + 1.0) * previous))
     assert all(later > earlier for earlier, later in zip(lambdas, lambdas[1:]))  # cost >= 0 > -1 every step
-    for line, following in zip(metrics(run), lambdas[1:]):  # SGD on log λ for -(μ̂ + kσ̂ - τ)·λ, lr 0.1
-        assert following == pytest.approx(line["lambda"] * math.exp(0.1 * (line["cost_bound"] + 1.0) * line["lambda"]))
     assert not result.safety.passed and result.safety.verdict == NO_SOLUTION
     assert result.model_dir == run / UNSAFE_MODEL and (run / UNSAFE_MODEL / ADAPTER).is_file()
     assert not (run / FINAL_MODEL).exists()
@@ -57,7 +60,7 @@ def test_violated_constraint_raises_lambda_and_the_model_is_not_promoted(tiny_mo
     assert saved["result"] == NO_SOLUTION and saved["safety_test"]["passed"] is False
     assert saved["safety_test"]["n"] == 4 and saved["safety_test"]["ucb"] > -1.0
     assert set(saved["artifacts"]) == {"model_unsafe"}
-    assert saved["lambda"] > lambdas[-1]
+    assert saved["lambda"] == pytest.approx(lambdas[-1])  # no dual step after the last policy step
 
 
 def test_met_constraint_lowers_lambda_passes_and_logs_every_quantity(tiny_model_dir, tmp_path):
@@ -130,17 +133,49 @@ def test_unregistered_cost_objective_and_too_many_safety_prompts(tiny_model_dir,
     with pytest.raises(UnknownObjectiveError, match="unknown objective 'toxicity'"):
         run_training("reinforce-lag", config(tiny_model_dir, tmp_path / "a", cost_objective="toxicity"),
                      train_data=PROMPTS)
-    with pytest.raises(ConfigError, match="--safety-prompts 12 leaves no training prompts"):
-        run_training("reinforce-lag", config(tiny_model_dir, tmp_path / "b", safety_prompts=12), train_data=PROMPTS)
+    with pytest.raises(ConfigError, match="the safety data has 85 prompts, fewer than --safety-prompts 500"):
+        run_training("reinforce-lag", config(tiny_model_dir, tmp_path / "b", safety_prompts=500), train_data=PROMPTS)
 
 
-def test_hold_out_is_seeded_and_disjoint():
-    examples = [{"prompt": str(i)} for i in range(10)]
-    held, kept = hold_out(examples, 3, seed=5)
-    assert len(held) == 3 and len(kept) == 7
-    assert {e["prompt"] for e in held}.isdisjoint(e["prompt"] for e in kept)
-    assert hold_out(examples, 3, seed=5) == (held, kept)
-    assert [int(e["prompt"]) for e in kept] == sorted(int(e["prompt"]) for e in kept)
+def test_the_safety_set_is_its_own_data_never_the_training_prompts(tiny_model_dir, tmp_path):
+    trainer = ReinforceLagTrainer(config(tiny_model_dir, tmp_path / "a"), PROMPTS)
+    assert trainer.safety_prompts == [r.prompt for r in load_prompts("instructions", "eval")[:4]]
+    assert len(trainer.train_examples) == len(PROMPTS)  # nothing is taken out of the training data
+    assert set(trainer.safety_prompts).isdisjoint(row["prompt"] for row in PROMPTS)
+    with pytest.raises(ConfigError, match=r"4 safety prompt\(s\) are also training prompts") as caught:
+        ReinforceLagTrainer(config(tiny_model_dir, tmp_path / "b"), PROMPTS, safety_data=PROMPTS[:6])
+    assert "\n" not in str(caught.value)
+    assert safety_set([{"prompt": "x"}, {"prompt": "y"}], 2, ["z"]) == ["x", "y"]
+
+
+def test_defaults_are_the_originals_c2_one_and_lambda_unbounded(tiny_model_dir, tmp_path):
+    defaults = ReinforceLagConfig(cost_objective="length_cost", threshold=0.0)
+    assert (defaults.c2, defaults.lambda_max, defaults.baseline) == (1.0, None, "rloo")
+    run = tmp_path / "unbounded"
+    run_training("reinforce-lag", config(tiny_model_dir, run, threshold=-1.0, lambda_lr=1.0, max_steps=2),
+                 train_data=PROMPTS)
+    assert max(line["lambda"] for line in metrics(run)) > 5.0  # violation >= 1 each step: e, then e·e^e, ...
+
+
+def test_ptx_adds_a_language_modelling_loss_to_the_step(tiny_model_dir, tmp_path):
+    data = tmp_path / "ptx.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}", "response": "The sea is blue."}) + "\n" for i in range(3)))
+    plain = run_training("reinforce-lag", config(tiny_model_dir, tmp_path / "plain", max_steps=1), train_data=PROMPTS)
+    ptx = run_training("reinforce-lag", config(tiny_model_dir, tmp_path / "ptx", max_steps=1, ptx_coef=8.0,
+                                               ptx_dataset=[str(data)]), train_data=PROMPTS)
+    assert metrics(tmp_path / "ptx")[0]["ptx_loss"] > 0 and "ptx_loss" not in metrics(tmp_path / "plain")[0]
+    moved = load_file(ptx.model_dir / ADAPTER)
+    assert any(not torch.allclose(t, moved[name]) for name, t in load_file(plain.model_dir / ADAPTER).items())
+
+
+def test_no_baseline_subtracts_the_running_mean_of_the_returns(tiny_model_dir, tmp_path):
+    run = tmp_path / "none"
+    run_training("reinforce-lag", config(tiny_model_dir, run, baseline="none", samples_per_prompt=1, batch_size=3,
+                                         threshold=10.0), train_data=PROMPTS)
+    lines = metrics(run)
+    returns = [line["return"] for line in lines]
+    assert [line["baseline"] for line in lines] == pytest.approx(
+        [sum(returns[: i + 1]) / (i + 1) for i in range(len(returns))], rel=1e-5)  # equal batches: mean of means
 
 
 def test_cli_reports_a_missing_threshold_as_one_line(capsys):

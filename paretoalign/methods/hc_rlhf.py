@@ -1,10 +1,11 @@
-"""HC-RLHF (METHODS.md): one policy that maximizes the objectives' reward under a cost constraint holding with
-confidence 1 - δ, served only when its safety test on held-out prompts passed.
+"""HC-RLHF (METHODS.md "HC-RLHF"): one policy that maximizes the objectives' reward under a cost constraint holding
+with confidence 1 - δ, served only when its safety test on held-out prompts passed.
 
-Training is ``paretoalign reinforce-lag`` (:mod:`paretoalign.training.rl.reinforce`); this module reads such a
-run directory back. :func:`safety_report` gives the test's outcome; :func:`load_policy` gives the policy and
-refuses a run whose test failed ("no solution found") unless ``allow_unsafe=True``. :func:`train_for_demo`
-trains one for the demo: equal weights over the demo's objectives, constraint ``length_cost <= threshold``.
+Stage ``train``: ``training.rl.reinforce.ReinforceLagTrainer`` (REINFORCE with K samples per prompt under the
+high-confidence Lagrangian, dual step before each policy step) on the equal-weight normalized reward of the
+objectives with ``cost <= threshold``, then the safety test on the safety set's own prompts (never trained on).
+The verdict is in the manifest (``safety_test``). Loading refuses a run whose test found no solution, naming the
+numbers; :func:`load_policy` with ``allow_unsafe=True`` loads its adapter anyway, to inspect it.
 """
 
 from __future__ import annotations
@@ -12,140 +13,164 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..core.errors import ConfigError, TrainingError
-from ..core.rundir import RunDirectory, is_run_dir
-from ..data import load_prompts
-from ..generation import BasePolicy
-from ..models import load_adapter, load_model
-from ..models.lora import AdapterFreeModel
-from ..objectives import Objective
-from ..training.config import resume_mismatch
-from ..training.rl.high_confidence import NO_SOLUTION, SafetyTestResult
-from ..training.rl.reinforce import UNSAFE_MODEL, ReinforceLagConfig
-from ..training.runner import run_training
+from ..core.config import setting
+from ..core.errors import ConfigError
+from ..core.rundir import RunDirectory
+from .common.objective_policies import train_prompts
+from .common.recipe import Recipe
+
+if TYPE_CHECKING:
+    from ..generation.policy import GenerationConfig, PreferenceArg, Response
+    from ..objectives.base import Objective
+    from ..training.rl.high_confidence import SafetyTestResult
 
 METHOD_NAME = "hc_rlhf"
-TRAINER_KIND = "reinforce-lag"
+POLICY_DIR = "policy"
 
 
-@dataclass(frozen=True)
-class HCBudget:
-    """Prompts (held-out ones included), REINFORCE iterations and their size, rollout length, learning rate."""
+@dataclass
+class HCRLHFConfig:
+    """HC-RLHF: the constraint, its confidence, the safety set and the REINFORCE schedule."""
 
-    prompts: int
-    steps: int
-    prompts_per_step: int
-    samples: int
-    max_new_tokens: int
-    safety_prompts: int
-    lr: float
+    model: str | None = setting(None, "base model: hub id, folder or .gguf (default: the embedded model)")
+    cost: str = setting("length_cost", "cost objective spec, scored raw (lower is safer)")
+    threshold: float = setting(0.0, "τ: the constraint is mean cost <= threshold")
+    delta: float = setting(0.1, "δ: chance that a passing policy still has mean cost > τ")
+    c1: float = setting(1.0, "C1: weight of the cost window's t-term in the pessimism factor k")
+    c2: float = setting(1.0, "C2: weight of the safety set's t-term in k (the original's 1)")
+    cost_window: int = setting(128, "recent costs behind the bound μ̂ + kσ̂")
+    baseline: str = setting("rloo", "advantage baseline: rloo, grpo, or none (a running mean of the returns)",
+                            choices=("rloo", "grpo", "none"))
+    lambda_init: float = setting(1.0, "initial Lagrange multiplier λ")
+    lambda_lr: float = setting(0.1, "SGD step size on log λ")
+    lambda_max: float | None = setting(None, "upper clamp of λ; unset: unbounded (the original's)")
+    prompts: int = setting(256, "train prompts (shipped instructions, train split)")
+    steps: int = setting(64, "REINFORCE iterations")
+    prompts_per_step: int = setting(4, "prompts per iteration")
+    samples: int = setting(4, "K answers sampled per prompt")
+    minibatch_size: int = setting(4, "rollouts per forward/backward pass")
+    max_new_tokens: int = setting(96, "tokens per rollout")
+    lr: float = setting(5e-5, "learning rate")
+    kl_coef: float = setting(0.05, "β of the KL-regularized reward")
+    safety_dataset: list[str] = setting(["instructions"], "prompt data of the safety test (eval split), never "
+                                        "trained on")
+    safety_prompts: int = setting(80, "n_s: safety-set prompts the final policy answers")
+    ptx_coef: float = setting(0.0, "weight of a PTX language-modelling loss (the original scripts use 8); 0 = off")
+    ptx_dataset: list[str] = setting([], "(prompt, response) data for PTX")
+    lora_r: int = setting(16, "LoRA rank")
+    lora_alpha: int = setting(32, "LoRA alpha")
+    seed: int = setting(0, "random seed")
+    device: str = setting("auto", "cpu, cuda, cuda:N or auto")
+    progress: bool = setting(True, "show progress bars")
 
 
-BUDGETS: dict[str, HCBudget] = {
-    "quick": HCBudget(prompts=64, steps=8, prompts_per_step=2, samples=4, max_new_tokens=48, safety_prompts=24, lr=1e-4),
-    "full": HCBudget(prompts=256, steps=64, prompts_per_step=4, samples=4, max_new_tokens=96, safety_prompts=64, lr=5e-5),
-}
-"""``quick``: a few CPU minutes on the default model; ``full``: eight times the iterations, longer answers."""
+class HCRLHFRecipe(Recipe):
+    """One constrained REINFORCE policy, kept only when its high-confidence safety test passes."""
 
+    name = METHOD_NAME
+    summary = "HC-RLHF: REINFORCE under a high-confidence cost constraint, served only when its safety test passes"
+    Config = HCRLHFConfig
+    presets = {
+        "quick": dict(prompts=64, steps=8, prompts_per_step=2, samples=4, max_new_tokens=48, safety_prompts=24,
+                      lr=1e-4),
+        "full": dict(prompts=256, steps=64, prompts_per_step=4, samples=4, max_new_tokens=96, safety_prompts=80,
+                     lr=5e-5),
+    }
+    """``quick``: a few CPU minutes on the default model (8 iterations, 24 safety prompts); ``full``: eight times
+    the iterations, longer answers and 80 safety prompts (the original used 100–1000)."""
+    stages = ("train",)
 
-def resolve_budget(budget: str | HCBudget) -> HCBudget:
-    """A budget preset by name (``quick``, ``full``) or the given :class:`HCBudget`."""
-    if isinstance(budget, HCBudget):
-        return budget
-    if budget not in BUDGETS:
-        raise ConfigError(f"unknown budget {budget!r}; use one of {', '.join(BUDGETS)}")
-    return BUDGETS[budget]
+    def needs_normalization(self, config: HCRLHFConfig) -> bool:
+        return True
 
+    def train(self, run: RunDirectory, objectives: list[Objective], config: HCRLHFConfig) -> dict:
+        """Stage ``train``: the constrained REINFORCE run and its safety test (the verdict goes in the manifest)."""
+        from ..core.runtime import autocast_precision
+        from ..training import run_training
+        from ..training.rl.reinforce import ReinforceLagConfig
 
-def _manifest(run_dir: str | os.PathLike) -> dict[str, Any]:
-    manifest = RunDirectory.open(run_dir).manifest
-    if manifest.get("method") != TRAINER_KIND or "safety_test" not in manifest:
-        raise ConfigError(f"{str(run_dir)!r} is not a finished reinforce-lag run (method {manifest.get('method')!r}); "
-                          "give the output directory of `paretoalign reinforce-lag`")
-    return manifest
+        settings = ReinforceLagConfig(
+            model=config.model, output_dir=str(run.path / POLICY_DIR), overwrite=True,
+            objectives=",".join(o.name for o in objectives), cost_objective=config.cost, threshold=config.threshold,
+            delta=config.delta, c1=config.c1, c2=config.c2, cost_window=config.cost_window, baseline=config.baseline,
+            lambda_init=config.lambda_init, lambda_lr=config.lambda_lr, lambda_max=config.lambda_max,
+            max_steps=config.steps, batch_size=config.prompts_per_step, samples_per_prompt=config.samples,
+            minibatch_size=config.minibatch_size, max_new_tokens=config.max_new_tokens, lr=config.lr,
+            kl_coef=config.kl_coef, safety_dataset=config.safety_dataset, safety_prompts=config.safety_prompts,
+            ptx_coef=config.ptx_coef, ptx_dataset=config.ptx_dataset, lora_r=config.lora_r,
+            lora_alpha=config.lora_alpha, seed=config.seed, device=config.device,
+            mixed_precision=autocast_precision(config.device), progress=config.progress,
+        )
+        records = [{"prompt": prompt} for prompt in train_prompts(config.prompts)]
+        result = run_training("reinforce-lag", settings, train_data=records, objectives=objectives)
+        run.manifest["safety_test"] = result.safety.to_dict()
+        run.manifest["adapter"] = str(result.model_dir.relative_to(run.path))
+        return {**result.compute, "verdict": result.safety.verdict}
+
+    def build_policy(self, run: RunDirectory, objectives: list[Objective], device: str, dtype: str) -> HCRLHFPolicy:
+        return _policy(run, device, dtype, allow_unsafe=False)
 
 
 def safety_report(run_dir: str | os.PathLike) -> SafetyTestResult:
-    """The safety test of a finished reinforce-lag run, as its manifest records it."""
-    recorded = dict(_manifest(run_dir)["safety_test"])
+    """The safety test of a finished hc_rlhf run, as its manifest records it."""
+    return _safety(RunDirectory.open(run_dir).require_finished(METHOD_NAME))
+
+
+def load_policy(run_dir: str | os.PathLike, *, allow_unsafe: bool = False, device: str = "auto",
+                dtype: str = "auto") -> HCRLHFPolicy:
+    """The policy of a finished hc_rlhf run; ``allow_unsafe=True`` also loads one whose safety test failed (to
+    inspect it: it is not a solution)."""
+    run = RunDirectory.open(run_dir).require_finished(METHOD_NAME)
+    policy = _policy(run, device, dtype, allow_unsafe=allow_unsafe)
+    policy.training_cost = run.compute
+    return policy
+
+
+class HCRLHFPolicy:
+    """The adapter of an HC-RLHF run on its base model, with the run's ``safety`` test; ignores the preference.
+    π_ref is the same base with the adapter off."""
+
+    objectives: list[str] | None = None
+    uses_scorers_at_decode = False
+    ignores_preference = True
+
+    def __init__(self, model: Any, tokenizer: Any, safety: SafetyTestResult, name: str = METHOD_NAME) -> None:
+        self.model, self.tokenizer, self.safety, self.name = model, tokenizer, safety, name
+
+    def generate(self, prompts: Sequence[str], preference: PreferenceArg, config: GenerationConfig) -> list[Response]:
+        """Sample from the adapter; ``preference`` is accepted and ignored."""
+        from ..generation import generate, preferences_per_prompt
+
+        preferences_per_prompt(prompts, preference)  # one preference or one per prompt, as every policy takes
+        return generate(self.model, self.tokenizer, prompts, config)
+
+    def reference(self) -> tuple[Any, Any]:
+        """The base model (adapter off) and the tokenizer."""
+        from ..models.lora import AdapterFreeModel
+
+        return AdapterFreeModel(self.model), self.tokenizer
+
+
+def _safety(run: RunDirectory) -> SafetyTestResult:
+    from ..training.rl.high_confidence import SafetyTestResult
+
+    recorded = dict(run.manifest["safety_test"])
     recorded.pop("verdict", None)
     return SafetyTestResult(**recorded)
 
 
-class HCRLHFPolicy(BasePolicy):
-    """The adapter of a run that passed its safety test, on the base model; ignores the preference.
-    π_ref is the same base with the adapter switched off."""
+def _policy(run: RunDirectory, device: str, dtype: str, allow_unsafe: bool) -> HCRLHFPolicy:
+    """The run's adapter on its base model; ConfigError naming the failed safety test unless ``allow_unsafe``."""
+    from ..models import load_adapter, load_model
 
-    def __init__(self, model, tokenizer, safety: SafetyTestResult, training_cost: dict[str, float]) -> None:
-        super().__init__(model, tokenizer, name=METHOD_NAME)
-        self.safety = safety
-        self.training_cost = training_cost
-
-    def reference(self) -> tuple[Any, Any]:
-        """The base model (adapter off) and the tokenizer."""
-        return AdapterFreeModel(self.model), self.tokenizer
-
-
-def load_policy(
-    run_dir: str | os.PathLike, *, allow_unsafe: bool = False, dtype: str | None = None, device: str | None = None
-) -> HCRLHFPolicy:
-    """The policy of a reinforce-lag run; ConfigError when its safety test found no solution (unless allowed)."""
-    manifest, safety = _manifest(run_dir), safety_report(run_dir)
+    safety = _safety(run)
     if not safety.passed and not allow_unsafe:
-        raise ConfigError(f"{str(run_dir)!r} has {NO_SOLUTION} ({safety.message}); its adapter stays in {UNSAFE_MODEL}/"
-                          ": retrain with more steps or a looser --threshold, or pass allow_unsafe=True to inspect it")
-    folder = Path(run_dir) / manifest["artifacts"]["model" if safety.passed else "model_unsafe"]["path"]
-    base, tokenizer = load_model(manifest["config"]["model"], dtype=dtype, device=device)
-    cost = {key: manifest.get(key, 0) for key in ("generated_tokens", "trained_tokens", "wall_time_s")}
-    return HCRLHFPolicy(load_adapter(base, folder), tokenizer, safety, cost)
+        raise ConfigError(f"{str(run.path)!r} found no solution: {safety.message}; refit with more steps or a looser "
+                          "threshold (hc_rlhf.load_policy(..., allow_unsafe=True) loads it only to inspect it)")
+    base, tokenizer = load_model(HCRLHFRecipe().settings(run).model, device=device, dtype=dtype)
+    return HCRLHFPolicy(load_adapter(base, run.path / run.manifest["adapter"]), tokenizer, safety)
 
 
-def demo_config(workdir: Path, objectives: Sequence[Objective], budget: HCBudget, *, model: str | None, seed: int,
-                progress: bool, threshold: float) -> ReinforceLagConfig:
-    """The reinforce-lag settings of ``train_for_demo``: words beyond 50 cost, at most ``threshold`` of them."""
-    return ReinforceLagConfig(
-        model=model, objectives=",".join(objective.name for objective in objectives), cost_objective="length_cost", threshold=threshold,
-        batch_size=budget.prompts_per_step, samples_per_prompt=budget.samples, minibatch_size=4,
-        max_new_tokens=budget.max_new_tokens, max_steps=budget.steps, safety_prompts=budget.safety_prompts,
-        lr=budget.lr, seed=seed, output_dir=str(workdir), overwrite=True, progress=progress,
-    )
-
-
-def _check_same_settings(workdir: Path, config: ReinforceLagConfig) -> None:
-    """Refuse to reuse a finished run trained with other settings (objectives, threshold, budget, seed...)."""
-    saved = RunDirectory.open(workdir).manifest.get("config", {})
-    changed = resume_mismatch(saved, config.to_dict())
-    if changed:
-        raise ConfigError(f"'{workdir}' holds an hc_rlhf run trained with another {changed} "
-                          f"({saved.get(changed)!r}, not {getattr(config, changed, None)!r}); use another folder")
-
-
-def train_for_demo(
-    objectives: Sequence[Objective],
-    workdir: Path,
-    *,
-    budget: str | HCBudget = "quick",
-    model: str | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    threshold: float = 0.0,
-) -> HCRLHFPolicy:
-    """Train HC-RLHF on the equal-weight reward of ``objectives`` under ``length_cost <= threshold`` into
-    ``workdir`` (or reload a finished run there); TrainingError when the safety test finds no solution.
-    ``budget``: a preset name or an :class:`HCBudget`."""
-    settings = resolve_budget(budget)
-    config = demo_config(Path(workdir), objectives, settings, model=model, seed=seed, progress=progress,
-                         threshold=threshold)
-    if is_run_dir(workdir):
-        _check_same_settings(Path(workdir), config)
-    else:
-        prompts = [{"prompt": r.prompt} for r in load_prompts("instructions", "train")[: settings.prompts]]
-        run_training(TRAINER_KIND, config, train_data=prompts, objectives=list(objectives))
-    safety = safety_report(workdir)
-    if not safety.passed:
-        raise TrainingError(f"hc_rlhf found no solution under length_cost <= {threshold:g} ({safety.message}); "
-                            "raise the threshold or use budget 'full'")
-    return load_policy(workdir)
+__all__ = ["HCRLHFConfig", "HCRLHFPolicy", "HCRLHFRecipe", "load_policy", "safety_report"]

@@ -1,174 +1,138 @@
-"""MORLHF (METHODS.md): PPO on the scalarized reward Σ w_i·normalized r_i, one model per preference.
+"""MORLHF (METHODS.md "MORLHF"): PPO on the scalarized reward Σ w_i·normalized r_i, one model per preference.
 
-1. :func:`train_morlhf_grid`: one LoRA adapter per point of a coarse preference grid (a simplex lattice),
-   each trained by ``training.rl.ppo.MORLHFTrainer`` with the objectives' normalization statistics
-   (fitted on the reference model's responses). Compute is recorded in ``compute.json``.
-2. :class:`MORLHFPolicy`: every adapter loaded on one base; a preference is served by the adapter whose
-   training preference is nearest (Euclidean distance of the weight vectors); switching is
-   ``set_active_adapter``, nothing is merged or reloaded.
+1. Stage ``grid``: one LoRA adapter per point of ``core.weight_grid(objectives, points_per_axis)``, each trained by
+   ``training.rl.ppo.MORLHFTrainer`` with the objectives' normalization statistics (fitted on the base model's
+   answers before the stage). Each finished point is recorded at once, so an interrupted run resumes with the
+   next point.
+2. :class:`MORLHFPolicy`: every adapter loaded on one base; each prompt's preference is answered by the adapter
+   trained nearest to it (Euclidean distance of the weight vectors). Rows are grouped by that point, one
+   ``generate`` per adapter; switching is ``set_active_adapter``, nothing is merged or reloaded.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
+from ..core.config import setting
 from ..core.errors import ConfigError
-from ..core.files import write_json_atomic
-from ..core.preference import Preference
-from ..core.rundir import MANIFEST
-from ..core.runtime import choose_device, choose_dtype
-from ..data import load_prompts
-from ..generation import GenerationConfig, Response, generate
-from ..models import load_adapter, load_model, resolve_model_spec, set_active_adapter
-from ..objectives.base import Objective
-from ..training import run_training
-from ..training.rl.ppo import MORLHFConfig
-from ..models.lora import AdapterFreeModel
+from ..core.preference import Preference, weight_grid
+from ..core.rundir import RunDirectory
+from .common.adapter_grid import AdapterGridPolicy, train_each
+from .common.objective_policies import train_prompts
+from .common.recipe import Recipe
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..generation.policy import GenerationConfig, PreferenceArg, Response
+    from ..objectives.base import Objective
 
 METHOD_NAME = "morlhf"
-COMPUTE_FILE = "compute.json"
 POINTS_DIR = "points"
 
 
-@dataclass(frozen=True)
-class MORLHFBudget:
-    """Grid and PPO schedule per point: lattice points per axis, prompts, iterations and their sizes."""
+@dataclass
+class MORLHFGridConfig:
+    """MORLHF: the preference grid and the PPO schedule of each grid point (defaults: the original's)."""
 
-    points_per_axis: int
-    prompts: int
-    steps: int
-    batch_size: int
-    minibatch_size: int
-    max_new_tokens: int
-    lr: float
-    ppo_epochs: int = 1
-    kl_coef: float = 0.05
-    lora_r: int = 16
-    lora_alpha: int = 32
+    model: str | None = setting(None, "base model: hub id, folder or .gguf (default: the embedded model)")
+    points_per_axis: int = setting(5, "grid points per objective axis (weight step 1/(points_per_axis - 1))")
+    prompts: int = setting(256, "train prompts (shipped instructions, train split)")
+    steps: int = setting(48, "PPO iterations per grid point")
+    batch_size: int = setting(64, "prompts per PPO iteration")
+    minibatch_size: int = setting(1, "rollouts per optimizer step")
+    ppo_epochs: int = setting(4, "PPO passes over each batch (at most, with early stopping)")
+    early_stopping: bool = setting(True, "skip a batch's remaining epochs once the policy KL exceeds 1.5 x target_kl")
+    target_kl: float = setting(1.0, "policy KL that early stopping guards")
+    max_new_tokens: int = setting(128, "tokens per rollout")
+    temperature: float = setting(0.7, "rollout temperature (log-probs are read at it: on-policy)")
+    lr: float = setting(1e-5, "learning rate")
+    kl_coef: float = setting(0.2, "KL penalty β (initial value when adaptive)")
+    kl_target: float = setting(3.0, "adaptive KL target per answer; 0 = fixed β")
+    max_grad_norm: float = setting(0.5, "gradient clipping")
+    lora_r: int = setting(64, "LoRA rank")
+    lora_alpha: int = setting(128, "LoRA alpha")
+    seed: int = setting(0, "random seed")
+    device: str = setting("auto", "cpu, cuda, cuda:N or auto")
+    progress: bool = setting(True, "show progress bars")
 
     def __post_init__(self) -> None:
         if self.points_per_axis < 2 or self.steps < 1 or self.prompts < 1:
-            raise ConfigError(f"a MORLHF budget needs points_per_axis >= 2, steps >= 1 and prompts >= 1, got "
+            raise ConfigError(f"MORLHF needs points_per_axis >= 2, steps >= 1 and prompts >= 1, got "
                               f"{self.points_per_axis}, {self.steps} and {self.prompts}")
 
 
-BUDGETS: dict[str, MORLHFBudget] = {
-    "quick": MORLHFBudget(points_per_axis=3, prompts=32, steps=4, batch_size=8, minibatch_size=4, max_new_tokens=40,
-                          lr=3e-4),
-    "full": MORLHFBudget(points_per_axis=5, prompts=256, steps=48, batch_size=16, minibatch_size=8,
-                         max_new_tokens=96, lr=1e-4, ppo_epochs=2),
-}
-"""``quick``: 3 grid points with a few PPO iterations each (a few CPU minutes on the default model)."""
+class MORLHFRecipe(Recipe):
+    """One PPO policy per point of a preference grid; the nearest trained point answers each preference."""
 
-
-def resolve_budget(budget: str | MORLHFBudget) -> MORLHFBudget:
-    """A budget preset by name (``quick``, ``full``) or the given :class:`MORLHFBudget`."""
-    if isinstance(budget, MORLHFBudget):
-        return budget
-    if budget not in BUDGETS:
-        raise ConfigError(f"unknown budget {budget!r}; use one of {', '.join(BUDGETS)}")
-    return BUDGETS[budget]
-
-
-def preference_grid(names: Sequence[str], points_per_axis: int) -> list[Preference]:
-    """Every preference whose weights are multiples of 1/(points_per_axis − 1): a simplex lattice."""
-    steps = points_per_axis - 1
-    counts = [c for c in itertools.product(range(steps + 1), repeat=len(names)) if sum(c) == steps]
-    return [Preference.parse({name: n / steps for name, n in zip(names, c)}) for c in sorted(counts, reverse=True)]
-
-
-def train_morlhf_grid(
-    objectives: Sequence[Objective],
-    workdir: str | os.PathLike,
-    *,
-    budget: str | MORLHFBudget = "quick",
-    model: str | None = None,
-    prompts: Sequence[str] | None = None,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, Path]:
-    """Train one MORLHF adapter per grid preference into ``workdir/points``; returns ``{preference: folder}``
-    and writes ``workdir/compute.json``. ``prompts`` default to the shipped train instructions."""
-    started = time.perf_counter()
-    names = [objective.name for objective in objectives]
-    if not names:
-        raise ConfigError("MORLHF needs at least one objective, e.g. conciseness,relevance")
-    plan = resolve_budget(budget)
-    prompt_list = list(prompts) if prompts is not None else [r.prompt for r in load_prompts("instructions", "train")]
-    records = [{"prompt": prompt} for prompt in prompt_list[: plan.prompts]]
-    if not records:
-        raise ConfigError("no prompts to train MORLHF on; give at least one prompt")
-    model_path = resolve_model_spec(model)
-    workdir = Path(workdir)
-    points = []
-    for index, preference in enumerate(preference_grid(names, plan.points_per_axis)):
-        points.append(_train_point(objectives, preference, records, model_path, workdir / POINTS_DIR / f"point{index}",
-                                   plan, seed, progress))
-    compute = {
-        "generated_tokens": sum(point["generated_tokens"] for point in points),
-        "trained_tokens": sum(point["trained_tokens"] for point in points),
-        "wall_time_s": round(time.perf_counter() - started, 3),
-        "objectives": names,
-        "base_model": model_path,
-        "budget": asdict(plan),
-        "points": [{**point, "adapter": str(Path(point["adapter"]).relative_to(workdir))} for point in points],
+    name = METHOD_NAME
+    summary = "MORLHF: one PPO policy per point of a preference grid; the nearest trained point answers"
+    Config = MORLHFGridConfig
+    presets = {
+        "quick": dict(points_per_axis=3, prompts=32, steps=4, batch_size=8, minibatch_size=4, ppo_epochs=1,
+                      early_stopping=False, max_new_tokens=40, temperature=1.0, lr=3e-4, kl_coef=0.05, kl_target=0.0,
+                      max_grad_norm=1.0, lora_r=16, lora_alpha=32),
+        "full": dict(points_per_axis=5, prompts=256, steps=48, batch_size=64, minibatch_size=1, ppo_epochs=4,
+                     early_stopping=True, max_new_tokens=128, temperature=0.7, lr=1e-5, kl_coef=0.2, kl_target=3.0,
+                     max_grad_norm=0.5, lora_r=64, lora_alpha=128),
     }
-    write_json_atomic(workdir / COMPUTE_FILE, compute)
-    return {point["preference"]: Path(point["adapter"]) for point in points}
+    """``full``: the original's (RiC ``ppo/morlhf.py``): adaptive KL 0.2 → target 3, 4 PPO epochs with early
+    stopping, lr 1e-5, rollouts at T = 0.7, batch 64 with minibatches of 1, gradient clip 0.5, LoRA r = 64.
+    ``quick`` (a few CPU minutes for two objectives on the default model) changes: 3 grid points instead of 5,
+    4 iterations of 8 prompts with 40-token rollouts, 1 PPO epoch over minibatches of 4 without early stopping,
+    lr 3e-4 (a few steps must move the adapter), a fixed β = 0.05, T = 1, gradient clip 1 and LoRA r = 16."""
+    stages = ("grid",)
+
+    def needs_normalization(self, config: MORLHFGridConfig) -> bool:
+        return True
+
+    def grid(self, run: RunDirectory, objectives: list[Objective], config: MORLHFGridConfig) -> dict:
+        """Stage ``grid``: one adapter per grid point; points already trained (an interrupted run) are kept."""
+        grid = weight_grid([objective.name for objective in objectives], config.points_per_axis)
+        records = [{"prompt": prompt} for prompt in train_prompts(config.prompts)]
+
+        def train_one(index: int) -> tuple[Any, dict]:
+            output_dir = run.path / POINTS_DIR / f"point{index}"
+            return _train_point(objectives, grid[index], records, output_dir, config), {
+                "preference": grid[index].as_dict()}
+
+        return train_each(run, "points", len(grid), train_one)
+
+    def build_policy(self, run: RunDirectory, objectives: list[Objective], device: str, dtype: str) -> MORLHFPolicy:
+        from ..models import load_model
+
+        config = self.settings(run)
+        base_model, tokenizer = load_model(config.model, device=device, dtype=dtype)
+        points = run.manifest["points"]
+        adapters = {Preference.parse(point["preference"]): run.path / point["adapter"] for point in points}
+        return MORLHFPolicy(base_model, tokenizer, adapters)
 
 
-def _train_point(
-    objectives: Sequence[Objective],
-    preference: Preference,
-    records: list[dict[str, str]],
-    model_path: str,
-    output_dir: Path,
-    plan: MORLHFBudget,
-    seed: int,
-    progress: bool,
-) -> dict[str, Any]:
-    """PPO of a fresh adapter on ``preference``'s scalarized reward; where it is and what it cost."""
-    config = MORLHFConfig(
-        model=model_path, output_dir=str(output_dir), overwrite=True, objectives=",".join(o.name for o in objectives),
-        preference=str(preference), max_steps=plan.steps, batch_size=plan.batch_size,
-        minibatch_size=plan.minibatch_size, ppo_epochs=plan.ppo_epochs, max_new_tokens=plan.max_new_tokens,
-        lr=plan.lr, kl_coef=plan.kl_coef, lora_r=plan.lora_r, lora_alpha=plan.lora_alpha,
-        mixed_precision="bf16" if choose_dtype(choose_device()) == torch.bfloat16 else "no", seed=seed,
-        progress=progress,
+def _train_point(objectives: Sequence[Objective], preference: Preference, records: list[dict[str, str]],
+                 output_dir: Path, config: MORLHFGridConfig) -> Any:
+    """PPO of a fresh adapter on ``preference``'s scalarized normalized reward."""
+    from ..core.runtime import autocast_precision
+    from ..training import run_training
+    from ..training.rl.ppo import MORLHFConfig
+
+    ppo = MORLHFConfig(
+        model=config.model, output_dir=str(output_dir), overwrite=True, objectives=",".join(o.name for o in objectives),
+        preference=str(preference), max_steps=config.steps, batch_size=config.batch_size,
+        minibatch_size=config.minibatch_size, ppo_epochs=config.ppo_epochs, early_stopping=config.early_stopping,
+        target_kl=config.target_kl, max_new_tokens=config.max_new_tokens, temperature=config.temperature, lr=config.lr,
+        kl_coef=config.kl_coef, kl_target=config.kl_target, max_grad_norm=config.max_grad_norm, lora_r=config.lora_r,
+        lora_alpha=config.lora_alpha, seed=config.seed, device=config.device,
+        mixed_precision=autocast_precision(config.device), progress=config.progress,
     )
-    result = run_training("morlhf", config, train_data=records, objectives=list(objectives))
-    manifest = json.loads((result.run_dir / MANIFEST).read_text(encoding="utf-8"))
-    return {"preference": str(preference), "adapter": str(result.model_dir),
-            "steps": result.steps, "generated_tokens": int(manifest["generated_tokens"]),
-            "trained_tokens": result.trained_tokens, "wall_time_s": manifest["wall_time_s"]}
+    return run_training("morlhf", ppo, train_data=records, objectives=list(objectives))
 
 
-def finished_grid(workdir: str | os.PathLike, objectives: Sequence[str]) -> dict[str, Path] | None:
-    """The adapters of a finished :func:`train_morlhf_grid` run in ``workdir`` (None when there is none);
-    refuses a grid trained for other objectives."""
-    path = Path(workdir) / COMPUTE_FILE
-    if not path.is_file():
-        return None
-    compute = json.loads(path.read_text(encoding="utf-8"))
-    if list(compute.get("objectives", [])) != list(objectives):
-        raise ConfigError(f"{str(workdir)!r} holds MORLHF policies for {', '.join(compute.get('objectives', []))}, "
-                          f"not {', '.join(objectives)}; use another folder")
-    return {point["preference"]: Path(workdir) / point["adapter"] for point in compute["points"]}
-
-
-class MORLHFPolicy:
-    """One LoRA adapter per trained preference on one base; a request is answered by the nearest one."""
-
-    uses_scorers_at_decode = False
+class MORLHFPolicy(AdapterGridPolicy):
+    """One LoRA adapter per trained preference on one base; each prompt is answered by the nearest one."""
 
     def __init__(
         self,
@@ -177,7 +141,6 @@ class MORLHFPolicy:
         adapters: Mapping[str | Preference, str | os.PathLike],
         *,
         name: str = METHOD_NAME,
-        training_cost: Mapping[str, Any] | None = None,
     ) -> None:
         if not adapters:
             raise ConfigError("MORLHF needs at least one trained adapter; give {preference: adapter folder}")
@@ -185,49 +148,28 @@ class MORLHFPolicy:
         self.objectives = self.points[0].objectives
         if any(sorted(point.objectives) != sorted(self.objectives) for point in self.points):
             raise ConfigError("every MORLHF adapter must be trained on the same objectives; check the preferences")
-        self.adapter_names = [f"point{index}" for index in range(len(self.points))]
-        model = base_model
-        for adapter_name, folder in zip(self.adapter_names, adapters.values()):
-            model = load_adapter(model, folder, adapter_name)
-        self.model = model
-        self.tokenizer = tokenizer
-        self.name = name
-        self.training_cost = dict(training_cost or {})
+        folders = {str(point): folder for point, folder in zip(self.points, adapters.values())}
+        super().__init__(base_model, tokenizer, folders, "point", name)
 
     def nearest(self, preference: Preference | None) -> int:
         """Index of the trained preference closest to ``preference`` (the first of equally close ones)."""
-        if preference is None:
-            raise ConfigError(f"MORLHF needs a preference to pick its model; give weights over {', '.join(self.objectives)}")
-        wanted = torch.tensor(preference.vector(self.objectives))
-        distances = [float((torch.tensor(point.vector(self.objectives)) - wanted).norm()) for point in self.points]
+        from ..generation import check_steerable
+
+        wanted = check_steerable("MORLHF", self.objectives, preference)
+        distances = [sum((point.weight(name) - wanted.weight(name)) ** 2 for name in self.objectives)
+                     for point in self.points]
         return distances.index(min(distances))
 
-    def generate(self, prompts: Sequence[str], preference: Preference | None, config: GenerationConfig) -> list[Response]:
-        """Sample from the adapter trained nearest to ``preference``."""
-        set_active_adapter(self.model, self.adapter_names[self.nearest(preference)])
-        return generate(self.model, self.tokenizer, prompts, config)
+    def generate(self, prompts: Sequence[str], preference: PreferenceArg, config: GenerationConfig) -> list[Response]:
+        """Sample each prompt from the adapter trained nearest to its preference (one ``generate`` per adapter)."""
+        from ..generation import generate_by_preference, preferences_per_prompt
 
-    def reference(self) -> tuple[Any, Any]:
-        """π_ref: the base with every adapter off."""
-        return AdapterFreeModel(self.model), self.tokenizer
+        nearest = [self.points[self.nearest(item)] for item in preferences_per_prompt(prompts, preference)]
+
+        def one(group: list[str], point: Preference) -> list[Response]:
+            return self.generate_with(self.points.index(point), group, config, {"nearest_point": point.as_dict()})
+
+        return generate_by_preference(prompts, nearest, one)
 
 
-def train_for_demo(
-    objectives: list[Objective],
-    workdir: Path,
-    *,
-    budget: str = "quick",
-    model: str | None = None,
-    seed: int = 0,
-    progress: bool = True,
-) -> MORLHFPolicy:
-    """Train (or reload from ``workdir``) the MORLHF grid and serve it; ``training_cost`` counts the
-    tokens generated and trained and the wall time of the whole grid."""
-    names = [objective.name for objective in objectives]
-    adapters = finished_grid(workdir, names)
-    if adapters is None:
-        adapters = train_morlhf_grid(objectives, workdir, budget=budget, model=model, seed=seed, progress=progress)
-    compute = json.loads((Path(workdir) / COMPUTE_FILE).read_text(encoding="utf-8"))
-    base_model, tokenizer = load_model(compute["base_model"])
-    cost = {key: compute[key] for key in ("generated_tokens", "trained_tokens", "wall_time_s")}
-    return MORLHFPolicy(base_model, tokenizer, adapters, training_cost=cost)
+__all__ = ["MORLHFGridConfig", "MORLHFPolicy", "MORLHFRecipe"]

@@ -5,10 +5,13 @@ from __future__ import annotations
 from .base import BaseRecipe
 from .best_of_n import BestOfNRecipe
 from .common.recipe import Recipe
+from .hc_rlhf import HCRLHFRecipe
 from .mavis import MAVISRecipe
 from .mod import MODRecipe
+from .morlhf import MORLHFRecipe
 from .prompting import PromptingRecipe
 from .ric.recipe import RiCRecipe
+from .safe_rlhf import SafeRLHFRecipe
 from .soups import SoupsRecipe
 
 RECIPES: dict[str, Recipe] = {
@@ -21,5 +24,8 @@ RECIPES: dict[str, Recipe] = {
         MODRecipe(),
         MAVISRecipe(),
         RiCRecipe(),
+        MORLHFRecipe(),
+        SafeRLHFRecipe(),
+        HCRLHFRecipe(),
     )
 }

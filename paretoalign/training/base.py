@@ -162,6 +162,10 @@ class Trainer(ABC):
     def on_optimizer_step(self) -> None:
         """Hook run after each optimizer step (e.g. an EMA reference update)."""
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups (one at ``config.lr``; PPO-Lag gives its critics their own rate)."""
+        return [{"params": trainable_parameters(self.model)}]
+
     def extra_state(self) -> dict[str, Any]:
         """Tensors or values a trainer keeps across steps, saved in checkpoints."""
         return {}
@@ -247,7 +251,7 @@ class Trainer(ABC):
         """Run (or resume) training to the end; returns where the model and metrics are."""
         total = self.start_run()
         progress = tqdm(
-            total=total, initial=self.state.step, desc=self.kind,
+            total=total, initial=self.state.step, desc=f"{self.kind} {Path(self.config.output_dir).name}",
             disable=not (self.config.progress and self.accelerator.is_main_process),
         )
         window = self.training_loop(total, progress)
@@ -260,7 +264,7 @@ class Trainer(ABC):
         config, accelerator = self.config, self.accelerator
         self.run = self._open_run_dir()
         total = self.total_steps()
-        optimizer = torch.optim.AdamW(trainable_parameters(self.model), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = get_scheduler(
             config.scheduler, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total
         )

@@ -71,8 +71,9 @@ def clipped_surrogate_loss(
     mask: torch.Tensor,
     clip_range: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO's policy loss mean_t max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)), ρ = π/π_old, with the clip fraction
-    and the approximate KL(π_old‖π) = mean ½(log ρ)² as detached metrics."""
+    """PPO's policy loss mean_t max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)), ρ = π/π_old, with the clip fraction, the
+    approximate KL(π_old‖π) = mean ½(log ρ)² and the policy KL mean(log π_old − log π) (what TRL's early
+    stopping reads) as detached metrics."""
     log_ratio = (logprobs - old_logprobs) * mask
     ratio = log_ratio.exp()
     unclipped = -advantages * ratio
@@ -81,6 +82,7 @@ def clipped_surrogate_loss(
     metrics = {
         "clip_frac": masked_mean((clipped > unclipped).float(), mask).detach(),
         "approx_kl": masked_mean(0.5 * log_ratio.detach() ** 2, mask),
+        "policy_kl": masked_mean(-log_ratio.detach(), mask),
     }
     return loss, metrics
 

@@ -3,7 +3,7 @@
 Pure functions on tensors, no model and no state:
 
 - advantages from K samples per prompt: the RLOO leave-one-out baseline or the group-normalized
-  (GRPO-style) advantage;
+  (GRPO-style) advantage; or the return minus a running mean of the returns so far (``none``);
 - the sequence-level KL-regularized reward r~ = clip(r - beta * sum_t log pi/pi_ref, +-50);
 - the pessimistic cost bound mu + k*sigma with the Student-t factor
   k = C1 * t(1-delta, n-1)/sqrt(n) + C2 * t(1-delta, n_s-1)/sqrt(n_s), and the per-sample surrogate cost
@@ -14,8 +14,8 @@ Conventions (stated once, used everywhere): the training bound uses the *populat
 window (ddof=0), because that is the sigma whose gradient the surrogate cost reproduces exactly; the
 safety test uses the *sample* std (ddof=1), as the Student-t interval is defined with it. The dual step
 on -(mu + k*sigma - tau) * lambda is PPO-Lag's log-lambda SGD (``lagrangian.LagrangeMultiplier``) fed with
-the violation ``CostBound.upper - tau``; lambda stays > 0, is clamped at lambda_max and moves in
-proportion to itself.
+the violation ``CostBound.upper - tau``; lambda stays > 0, is unbounded unless a lambda_max is given, and
+moves in proportion to itself.
 """
 
 from __future__ import annotations
@@ -72,14 +72,17 @@ def group_normalized_advantages(
     return centred / (variance.sqrt() + eps)
 
 
-def advantages(returns: torch.Tensor, prompt_index: torch.Tensor, baseline: str) -> torch.Tensor:
-    """The REINFORCE advantage of each sample under ``baseline``: ``rloo``, ``grpo`` or ``none`` (the raw return)."""
+def advantages(
+    returns: torch.Tensor, prompt_index: torch.Tensor, baseline: str, running_mean: float = 0.0
+) -> torch.Tensor:
+    """The REINFORCE advantage of each sample under ``baseline``: ``rloo``, ``grpo``, or ``none`` (the return minus
+    ``running_mean``, the mean of the returns so far: the original's baseline without sample groups)."""
     if baseline == "rloo":
         return returns - rloo_baseline(returns, prompt_index)
     if baseline == "grpo":
         return group_normalized_advantages(returns, prompt_index)
     if baseline == "none":
-        return returns
+        return returns - running_mean
     raise ConfigError(f"baseline {baseline!r} is not one of {', '.join(BASELINES)}")
 
 

@@ -1,13 +1,16 @@
 """PPO-Lagrangian (Safe-RLHF, METHODS.md): maximize the reward subject to mean episode cost <= threshold d.
 
-Two critics (value heads ``reward`` and ``cost`` on the policy), each with GAE (γ = 1, λ_GAE = 0.95). The
-per-token KL penalty β·(log π − log π_ref) is subtracted in the reward stream and added in the cost
-stream (so the combined advantage below carries it with weight β whatever λ is). The multiplier is
+Two separate critics (``reward`` and ``cost``), each its own network with its own LoRA adapter and learning rate
+(``critic_lr``), initialised from the stream's score model where it is one (``training.rl.critic``; for a text
+scorer such as ``length_cost``, from the base model with a zero value head), each with GAE (γ = 1, λ_GAE =
+0.95) and value clip ``value_clip_range`` (5, Safe-RLHF's). The per-token KL penalty β·(log π − log π_ref) is
+subtracted in the reward stream and added in the cost stream (so the combined advantage below carries it with
+weight β whatever λ is); token rewards and costs are clipped to ±``score_clip`` (50). The multiplier is
 λ = exp(log λ), with log λ a parameter trained by its own SGD optimizer on −(J_c − d)·λ, J_c the mean
 episode cost over a sliding window of the last ``cost_window`` episodes; λ starts at ``lambda_init``,
 is clamped at ``lambda_max`` and stays fixed for the first ``lambda_update_delay`` iterations. Each
 iteration updates λ from the new episodes, then the actor maximizes the advantage (A_r − λ·A_c)/(1 + λ)
-with the clipped surrogate. An optional PTX term adds ``ptx_coef`` × the language-modelling loss of
+with the clipped surrogate. An optional PTX term (PPO's ``ptx_coef``) adds the language-modelling loss of
 (prompt, response) records from ``ptx_dataset``. λ and J_c are logged every step and plotted into
 ``lambda_cost.png`` in the run directory at the end.
 """
@@ -23,16 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
 from ...core.errors import ConfigError
 from ...core.files import atomic_path
 from ...core.rundir import METRICS
-from ...generation.chat import pad_id, render_prompts
 from ...objectives import Objective, get_objective
-from ..base import TrainResult, as_record_dict
-from ..logprobs import IGNORE_INDEX
-from ..sft import render_conversation, response_text, tokenize_completion
+from ..base import TrainResult, trainable_parameters
+from .critic import build_critic
 from .experience import Experience
 from .functional import gae_advantages, masked_whiten, token_rewards
 from .ppo import REWARD_STREAM, PPOConfig, PPOTrainer
@@ -52,10 +52,10 @@ class PPOLagConfig(PPOConfig):
     lambda_max: float = field(default=5.0, metadata={"help": "upper clamp of λ"})
     lambda_update_delay: int = field(default=0, metadata={"help": "iterations before λ starts to move"})
     cost_window: int = field(default=128, metadata={"help": "episodes in the sliding window of J_c"})
-    ptx_coef: float = field(default=0.0, metadata={"help": "weight of the PTX language-modelling loss; 0 = off"})
-    ptx_dataset: list[str] = field(default_factory=list, metadata={"help": "(prompt, response) data for PTX"})
-    ptx_batch_size: int = field(default=4, metadata={"help": "PTX records per optimizer step"})
     kl_coef: float = field(default=0.01, metadata={"help": "KL penalty β per token, in both streams"})
+    value_clip_range: float = field(default=5.0, metadata={"help": "value clip around the old values"})
+    critic_lr: float | None = field(default=None, metadata={"help": "learning rate of both critics; unset: lr"})
+    score_clip: float = field(default=50.0, metadata={"help": "token rewards and costs clipped to ±this"})
     whiten_advantages: bool = field(default=False, metadata={"help": "whiten the combined advantage per batch"})
     output_dir: str = field(default="runs/ppo-lag", metadata={"help": "run directory"})
 
@@ -69,20 +69,19 @@ class PPOLagConfig(PPOConfig):
             raise ConfigError(f"lambda_init must be in (0, lambda_max={self.lambda_max}], got {self.lambda_init}")
         if self.lambda_lr <= 0 or self.cost_window < 1 or self.lambda_update_delay < 0:
             raise ConfigError("lambda_lr must be > 0, cost_window >= 1 and lambda_update_delay >= 0")
-        if self.ptx_coef < 0 or self.ptx_batch_size < 1:
-            raise ConfigError(f"ptx_coef must be >= 0 and ptx_batch_size >= 1, got {self.ptx_coef}, {self.ptx_batch_size}")
-        if self.ptx_coef > 0 and not self.ptx_dataset:
-            raise ConfigError("ptx_coef > 0 needs --ptx-dataset with (prompt, response) records")
+        if (self.critic_lr is not None and self.critic_lr <= 0) or self.score_clip <= 0:
+            raise ConfigError(f"critic_lr and score_clip must be > 0, got {self.critic_lr} and {self.score_clip}")
 
 
 class LagrangeMultiplier:
     """λ = exp(log λ) with log λ trained by SGD on −(violation)·λ: λ rises while the constraint is violated
-    (violation > 0) and falls while it holds; clamped at ``max_value``; frozen for the first ``delay`` steps."""
+    (violation > 0) and falls while it holds; clamped at ``max_value`` (None: unbounded); frozen for the first
+    ``delay`` steps."""
 
-    def __init__(self, init: float = 1.0, lr: float = 0.1, max_value: float = 5.0, delay: int = 0) -> None:
+    def __init__(self, init: float = 1.0, lr: float = 0.1, max_value: float | None = 5.0, delay: int = 0) -> None:
         self.log_lambda = torch.nn.Parameter(torch.tensor(math.log(init), dtype=torch.float64))
         self.optimizer = torch.optim.SGD([self.log_lambda], lr=lr)
-        self.max_log = math.log(max_value)
+        self.max_log = math.inf if max_value is None else math.log(max_value)
         self.delay = delay
 
     @property
@@ -129,11 +128,22 @@ class PPOLagTrainer(PPOTrainer):
         self.multiplier = LagrangeMultiplier(config.lambda_init, config.lambda_lr, config.lambda_max,
                                              config.lambda_update_delay)
         self.episode_costs: deque[float] = deque(maxlen=config.cost_window)
-        self.ptx_examples = self._ptx_examples() if config.ptx_coef > 0 else []
-        self.ptx_position = 0
 
     def cost_objectives(self) -> list[Objective]:
         return [self.cost_objective]
+
+    def make_critics(self) -> dict[str, torch.nn.Module]:
+        """A separate critic per stream: from the reward / cost score model where there is one (see ``critic``)."""
+        dtype = next(self.model.parameters()).dtype
+        return {REWARD_STREAM: build_critic(self.objectives, self.tokenizer, self.config, dtype),
+                COST_STREAM: build_critic([self.cost_objective], self.tokenizer, self.config, dtype)}
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The actor's LoRA at ``lr``, both critics at ``critic_lr``."""
+        critics = [param for param in self.actor_critic.critics.parameters() if param.requires_grad]
+        ids = {id(param) for param in critics}
+        actor = [param for param in trainable_parameters(self.model) if id(param) not in ids]
+        return [{"params": actor}, {"params": critics, "lr": self.config.critic_lr or self.config.lr}]
 
     # ------------------------------------------------------------ the dual step and the advantages
 
@@ -153,10 +163,10 @@ class PPOLagTrainer(PPOTrainer):
         config, mask = self.config, experience.action_mask
         costs = experience.costs[self.cost_objective.name]
         self.dual_step(costs)
-        penalty = self.kl_controller.value * experience.kl
+        penalty, clip = self.kl_controller.value * experience.kl, config.score_clip
         streams = {
-            REWARD_STREAM: token_rewards(self.sequence_reward(experience), -penalty, mask),
-            COST_STREAM: token_rewards(costs, penalty, mask),
+            REWARD_STREAM: token_rewards(self.sequence_reward(experience), -penalty, mask).clamp(-clip, clip),
+            COST_STREAM: token_rewards(costs, penalty, mask).clamp(-clip, clip),
         }
         advantages, returns = {}, {}
         for name, rewards in streams.items():
@@ -172,68 +182,22 @@ class PPOLagTrainer(PPOTrainer):
         return {**super().after_iteration(experience, rollout), "lambda": self.multiplier.value,
                 "J_c": self.mean_episode_cost}
 
-    # ------------------------------------------------------------ PTX
-
-    def _ptx_examples(self) -> list[dict[str, list[int]]]:
-        from ...data import load_mixture
-
-        rows = [as_record_dict(record) for record in load_mixture(self.config.ptx_dataset, seed=self.config.seed)]
-        examples = [example for row in rows if (example := self._encode_ptx(row)) is not None]
-        if not examples:
-            raise ConfigError("no PTX record has response tokens within max_length; check --ptx-dataset")
-        return examples
-
-    def _encode_ptx(self, record: dict[str, Any]) -> dict[str, list[int]] | None:
-        system = self.config.system_prompt
-        prompt_text = render_prompts(self.tokenizer, [record["prompt"]], system)[0]
-        full = render_conversation(self.tokenizer, prompt_text, record["prompt"], response_text(record), system)
-        ids, labels = tokenize_completion(self.tokenizer, prompt_text, full)
-        ids, labels = ids[: self.config.max_length], labels[: self.config.max_length]
-        return {"input_ids": ids, "labels": labels} if any(x != IGNORE_INDEX for x in labels[1:]) else None
-
-    def next_ptx_batch(self) -> dict[str, torch.Tensor] | None:
-        """The next ``ptx_batch_size`` PTX records (cycling in order) as a padded batch, or None when PTX is off."""
-        if not self.ptx_examples:
-            return None
-        size = self.config.ptx_batch_size
-        rows = [self.ptx_examples[(self.ptx_position + i) % len(self.ptx_examples)] for i in range(size)]
-        self.ptx_position = (self.ptx_position + size) % len(self.ptx_examples)
-        tensors = {key: [torch.tensor(row[key]) for row in rows] for key in ("input_ids", "labels")}
-        device = self.accelerator.device
-        return {
-            "input_ids": pad_sequence(tensors["input_ids"], batch_first=True, padding_value=pad_id(self.tokenizer)).to(device),
-            "labels": pad_sequence(tensors["labels"], batch_first=True, padding_value=IGNORE_INDEX).to(device),
-            "attention_mask": pad_sequence([torch.ones(len(ids), dtype=torch.long) for ids in tensors["input_ids"]],
-                                           batch_first=True).to(device),
-        }
-
-    def compute_loss(self, batch: Experience) -> tuple[torch.Tensor, dict[str, Any]]:
-        """The PPO loss of both critics, plus ``ptx_coef`` × the PTX language-modelling loss when on."""
-        loss, metrics = super().compute_loss(batch)
-        ptx = self.next_ptx_batch()
-        if ptx is None:
-            return loss, metrics
-        ptx_loss = self.actor_critic.policy(**ptx, use_cache=False).loss
-        metrics["ptx_loss"] = ptx_loss.detach()
-        return loss + self.config.ptx_coef * ptx_loss, metrics
-
     # ------------------------------------------------------------ state and outputs
 
     def extra_state(self) -> dict[str, Any]:
         return {**super().extra_state(), "multiplier": self.multiplier.state_dict(),
-                "episode_costs": torch.tensor(list(self.episode_costs), dtype=torch.float64),
-                "ptx_position": self.ptx_position}
+                "episode_costs": torch.tensor(list(self.episode_costs), dtype=torch.float64)}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)
         self.multiplier.load_state_dict(state["multiplier"])
         self.episode_costs.clear()
         self.episode_costs.extend(state["episode_costs"].tolist())
-        self.ptx_position = int(state["ptx_position"])
 
     def manifest_fields(self) -> dict[str, Any]:
         return {**super().manifest_fields(), "cost_objective": self.cost_objective.name,
-                "threshold": self.config.threshold, "lambda": self.multiplier.value, "J_c": self.mean_episode_cost}
+                "threshold": self.config.threshold, "lambda": self.multiplier.value, "J_c": self.mean_episode_cost,
+                "critics": {name: critic.source for name, critic in self.actor_critic.critics.items()}}
 
     def train(self) -> TrainResult:
         """Train, then plot λ and J_c over the steps into ``lambda_cost.png`` in the run directory."""

@@ -133,7 +133,8 @@ class PPOConfig(TrainConfig):
         if self.preference is not None:
             Preference.parse(self.preference)
         if self.ptx_coef < 0 or self.ptx_batch_size < 1:
-            raise ConfigError(f"ptx_coef must be >= 0 and ptx_batch_size >= 1, got {self.ptx_coef}, {self.ptx_batch_size}")
+            raise ConfigError(f"ptx_coef must be >= 0 and ptx_batch_size >= 1, got {self.ptx_coef} and "
+                              f"{self.ptx_batch_size}")
         if self.ptx_coef > 0 and not self.ptx_dataset:
             raise ConfigError("ptx_coef > 0 needs --ptx-dataset with (prompt, response) records")
 
@@ -178,10 +179,13 @@ class ActorCritic(torch.nn.Module):
             torch.nn.init.zeros_(head.bias)
         self.value_heads.to(policy.device)
 
-    def values(self, sequences: torch.Tensor, attention_mask: torch.Tensor, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+    def values(
+        self, sequences: torch.Tensor, attention_mask: torch.Tensor, hidden: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Every stream's value (B, A): heads at the policy's hidden states (B, A, H), critics on the sequences."""
         values = {name: head(hidden.float()).squeeze(-1) for name, head in self.value_heads.items()}
-        values.update({name: critic(sequences, attention_mask, hidden.shape[1]) for name, critic in self.critics.items()})
+        for name, critic in self.critics.items():
+            values[name] = critic(sequences, attention_mask, hidden.shape[1])
         return values
 
     def forward(
