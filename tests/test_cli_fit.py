@@ -78,4 +78,7 @@ def test_bad_input_is_one_line_exit_2(soups_run, tiny_model_dir, tmp_path, capsy
     _one_line_error(capsys, ["generate", "--run", str(tmp_path / "nowhere"), "--prompt", "hi"], "does not exist")
     _one_line_error(capsys, ["generate", "--run", str(soups_run), "--prompt", "hi", "--preference", "friendliness=1"],
                     "unknown objective 'friendliness'; known objectives: conciseness, simplicity")
+    _one_line_error(capsys, ["generate", "--run", str(soups_run), "--prompt", "hi", "--preference",
+                             "conciseness=1", "--constraint", "length_cost<=4", "--dtype", "float32"],
+                    "method 'soups' takes no constraints")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -98,11 +98,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
         policy = instant_policy(target, args.objectives, model=args.model, device=args.device, dtype=args.dtype)
     if preference is not None and policy.objectives is not None:
         Preference.parse(args.preference, known=policy.objectives, normalize=args.normalize_weights)
-    responses = policy.generate(args.prompt, preference, config)
+    responses = policy.generate(args.prompt, preference, config, **_constraints(policy, args.constraint))
     scores = _scores(policy, args, responses) if args.scores else [None] * len(responses)
     for response, scored in zip(responses, scores):
         _print_answer(response, preference, scored, args, several=len(responses) > 1)
     return 0
+
+
+def _constraints(policy, specs: list[str] | None) -> dict:
+    """``constraints=`` for a constrained policy (safe_rlhf); a one-line error for a policy that takes none."""
+    import inspect
+
+    from ..core.errors import ConfigError
+
+    if not specs:
+        return {}
+    if "constraints" not in inspect.signature(policy.generate).parameters:
+        raise ConfigError(f"method {policy.name!r} takes no constraints; drop --constraint or use a safe_rlhf run")
+    return {"constraints": specs}
 
 
 def _run_objective_names(run_dir: str) -> list[str] | None:
@@ -349,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "method: base, prompting, best_of_n")
     p.add_argument("--preference", default=None, help="the trade-off, e.g. simplicity=0.7,informativeness=0.3")
     p.add_argument("--normalize-weights", action="store_true", help="rescale --preference weights to sum to 1")
+    p.add_argument("--constraint", action="append", default=None,
+                   help="a cost bound for a constrained run (safe_rlhf), e.g. \"length_cost<=4\"; repeatable")
     p.add_argument("--objectives", default="simplicity,informativeness",
                    help="objectives of a bare method and of --scores (default %(default)s)")
     p.add_argument("--system", default=None, help="system prompt (default: the model's own)")
