@@ -91,6 +91,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         known = _run_objective_names(args.run) if args.run else list(INSTRUCTIONS)
         preference = Preference.parse(args.preference, known=known, normalize=args.normalize_weights)
     config = generation_config_from_args(args, system_prompt=args.system)
+    constraints = _check_constraints(args)
     if args.run:
         policy = load_run(args.run, device=args.device, dtype=args.dtype)
     else:
@@ -98,24 +99,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
         policy = instant_policy(target, args.objectives, model=args.model, device=args.device, dtype=args.dtype)
     if preference is not None and policy.objectives is not None:
         Preference.parse(args.preference, known=policy.objectives, normalize=args.normalize_weights)
-    responses = policy.generate(args.prompt, preference, config, **_constraints(policy, args.constraint))
+    responses = policy.generate(args.prompt, preference, config, **constraints)
     scores = _scores(policy, args, responses) if args.scores else [None] * len(responses)
     for response, scored in zip(responses, scores):
         _print_answer(response, preference, scored, args, several=len(responses) > 1)
     return 0
 
 
-def _constraints(policy, specs: list[str] | None) -> dict:
-    """``constraints=`` for a constrained policy (safe_rlhf); a one-line error for a policy that takes none."""
-    import inspect
-
+def _check_constraints(args: argparse.Namespace) -> dict:
+    """``constraints=`` for a constrained run (safe_rlhf), checked before any model loads."""
     from ..core.errors import ConfigError
+    from ..core.rundir import RunDirectory, is_run_dir
+    from ..methods import get_recipe
 
-    if not specs:
+    if not args.constraint:
         return {}
-    if "constraints" not in inspect.signature(policy.generate).parameters:
-        raise ConfigError(f"method {policy.name!r} takes no constraints; drop --constraint or use a safe_rlhf run")
-    return {"constraints": specs}
+    method = RunDirectory.open(args.run).method if args.run and is_run_dir(args.run) else "prompting"
+    if not get_recipe(method).accepts_constraints:
+        raise ConfigError(f"method {method!r} takes no constraints; drop --constraint or use a safe_rlhf run")
+    return {"constraints": args.constraint}
 
 
 def _run_objective_names(run_dir: str) -> list[str] | None:

@@ -76,6 +76,7 @@ class SafeRLHFRecipe(Recipe):
 
     name = METHOD_NAME
     summary = "Safe-RLHF: one PPO-Lagrangian policy per cost threshold; a request's constraint picks it"
+    accepts_constraints = True
     Config = SafeRLHFConfig
     presets = {
         "quick": dict(thresholds=[0.0, 16.0], prompts=32, steps=4, batch_size=8, minibatch_size=4,

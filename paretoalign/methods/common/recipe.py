@@ -42,6 +42,8 @@ class Recipe:
     Config: ClassVar[type]
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {"quick": {}, "full": {}}
     stages: ClassVar[tuple[str, ...]] = ()
+    accepts_constraints: ClassVar[bool] = False
+    """True when the policy's ``generate`` takes ``constraints=`` (cost bounds such as ``length_cost<=4``)."""
     instant: ClassVar[bool] = False
     """True for methods with nothing to train (base, prompting, best_of_n): ``fit`` only records the plan."""
 
