@@ -2,7 +2,9 @@
 with a scorer of one's own (MOD's fused scorer, MAVIS's tilted one) by sampling or by beam search.
 
 A beam's score is the sum of its tokens' log-probabilities, log_softmax of the scorer's scores (logits,
-log-probabilities or any tilted score: the step distribution is softmax(scores)); candidates are ranked
+log-probabilities or any tilted score: the step distribution is softmax(scores)), or, for a scorer whose
+``scores_are_increments`` is True (MOD's fused prefix score), the sum of the raw scores: each is the change
+of a sequence score s(y) (≤ 0), so beams rank by s itself, not by renormalized steps; candidates are ranked
 by ``score / length ** length_penalty`` (length counts the EOS token; ``length_penalty=0`` ranks by the
 plain sum). Each step, the best ``beams`` continuations of every prompt go on; an EOS continuation counts
 as a finished candidate when it ranks among them (as in Hugging Face's beam search). A prompt stops once it
@@ -32,7 +34,8 @@ from .sampling import StopStrings, TokenSampler, length_sorted_batches, to_respo
 
 @dataclass
 class BeamCandidate:
-    """A finished beam: its tokens (EOS kept last), each token's log-probability, the sum, the rank score."""
+    """A finished beam: its tokens (EOS kept last), each token's log-probability (or score increment), the sum,
+    the rank score."""
 
     token_ids: list[int]
     logprobs: list[float]
@@ -135,11 +138,12 @@ def beam_search(
         return [[BeamCandidate([], [], 0.0, 0.0)] for _ in prompts]
     for row, state in enumerate(prompts):
         state.running = [_Beam(row, [], [], 0.0)]
+    increments = getattr(scorer, "scores_are_increments", False)
     scores = scorer.start(input_ids, attention_mask)
     eos_index = torch.tensor(sorted(eos_ids), dtype=torch.long, device=scores.device)
     active = list(range(len(prompts)))
     for step in range(max_new_tokens):
-        logprobs = torch.log_softmax(scores.float(), dim=-1)
+        logprobs = scores.float() if increments else torch.log_softmax(scores.float(), dim=-1)
         if step < min_new_tokens:
             logprobs = logprobs.index_fill(-1, eos_index, -math.inf)
         for index in active:

@@ -1,9 +1,10 @@
 """MOD — multi-objective decoding (METHODS.md): K policies, each aligned to one objective and sharing one
-tokenizer, fused token by token with the preference weights (``generation.fusion``): greedy, seeded
-sampling, or beam search over the fused score.
+tokenizer, whose prefix probabilities are fused with the preference weights (``generation.fusion``): greedy,
+seeded sampling, or beam search over the fused score. Prompts with different preferences decode in one
+batch, each row fused with its own weights.
 
 The policies are LoRA adapters on one PEFT model (one batched forward over all of them, one KV cache) or
-separate models (a KV cache each). Objectives with weight 0 run no forward. π_ref (for KL) is the base
+separate models (a KV cache each). A row runs no forward on a policy it weights 0. π_ref (for KL) is the base
 model with every adapter off for adapters, and for separate models the ``reference_model`` given, else
 the first policy.
 """
@@ -109,7 +110,8 @@ class MODPolicy:
     ``policies``: a PeftModel carrying one adapter per objective (``adapter_names``, default: the objective
     names, in the order of ``objectives``) or a sequence of models, one per objective. ``tokenizer``: the
     shared tokenizer, or one per policy (checked to be the same). ``divergence``: reverse_kl (default),
-    forward_kl or alpha (with ``alpha``). ``beams > 1`` decodes by beam search over the fused score.
+    forward_kl or alpha (with ``alpha``), fused on prefix probabilities as the original (``per_token=True``:
+    each token's probabilities on their own). ``beams > 1`` decodes by beam search over the fused prefix score.
     """
 
     uses_scorers_at_decode = False
@@ -125,6 +127,7 @@ class MODPolicy:
         *,
         beams: int = 1,
         length_penalty: float = 1.0,
+        per_token: bool = False,
         reference_model: Any = None,
         name: str = "mod",
     ) -> None:
@@ -146,44 +149,44 @@ class MODPolicy:
         else:
             self.models = _check_models(list(policies), self.objectives)
         self.divergence, self.alpha = divergence, alpha
-        self.beams, self.length_penalty = beams, length_penalty
+        self.beams, self.length_penalty, self.per_token = beams, length_penalty, per_token
         self.reference_model = reference_model
         self.name = name
 
-    def weights(self, preference: Preference | None) -> dict[int, float]:
-        """Policy index -> weight, for the policies with weight > 0 only."""
+    def weights(self, preference: Preference | None) -> list[float]:
+        """One weight per policy (objective order), checked: only objectives the policies were trained for."""
         from ..generation.policy import check_steerable
 
-        vector = check_steerable(self.name, self.objectives, preference).vector(self.objectives)
-        return {index: weight for index, weight in enumerate(vector) if weight > 0}
+        return check_steerable(self.name, self.objectives, preference).vector(self.objectives)
 
-    def scorer(self, weights: Mapping[int, float]) -> FusedScorer:
-        """A fresh fused scorer over the policies in ``weights`` (index -> weight > 0)."""
+    def scorer(self, weights: Sequence[Sequence[float]]) -> FusedScorer:
+        """A fresh fused scorer for rows with these per-policy weights ``(rows, K)``: only the policies some
+        row weights take part, and each runs only the rows that weight it."""
         from ..generation.decoding import CausalLMScorer
         from ..generation.fusion import AdapterRowsScorer, FusedScorer
 
+        used = [index for index in range(len(self.objectives)) if any(row[index] > 0 for row in weights)]
         if self.peft_model is not None:
-            parts = [AdapterRowsScorer(self.peft_model, [self.adapter_names[i] for i in weights])]
+            parts = [AdapterRowsScorer(self.peft_model, [self.adapter_names[i] for i in used])]
         else:
-            parts = [CausalLMScorer(self.models[i]) for i in weights]
-        return FusedScorer(parts, list(weights.values()), self.divergence, self.alpha)
+            parts = [CausalLMScorer(self.models[i]) for i in used]
+        matrix = [[row[i] for i in used] for row in weights]
+        return FusedScorer(parts, matrix, self.divergence, self.alpha, per_token=self.per_token)
 
     def generate(self, prompts: Sequence[str], preference: PreferenceArg, config: GenerationConfig) -> list[Response]:
-        """Decode from the fused policies (rows grouped by preference); ``Response.logprobs`` are under the
-        distribution sampled from."""
-        from ..generation import STEERING, generate_by_preference
+        """Decode from the fused policies, all rows in one batch, each fused with its own preference's weights;
+        ``Response.logprobs`` are under the distribution sampled from."""
+        from ..generation import STEERING, preferences_per_prompt
 
-        def one(group: list[str], item: Preference | None) -> list[Response]:
-            weights = self.weights(item)
-            responses = self._decode(group, weights, config)
-            applied = {self.objectives[index]: weight for index, weight in weights.items()}
-            for response in responses:
-                response.meta[STEERING] = {"policy_weights": applied, "divergence": self.divergence}
-            return responses
+        rows = [self.weights(item) for item in preferences_per_prompt(prompts, preference)]
+        responses = self._decode(list(prompts), rows, config)
+        fusion = "per_token" if self.per_token else "prefix"
+        for response, row in zip(responses, rows):
+            applied = {objective: weight for objective, weight in zip(self.objectives, row) if weight > 0}
+            response.meta[STEERING] = {"policy_weights": applied, "divergence": self.divergence, "fusion": fusion}
+        return responses
 
-        return generate_by_preference(prompts, preference, one)
-
-    def _decode(self, prompts: list[str], weights: dict[int, float], config: GenerationConfig) -> list[Response]:
+    def _decode(self, prompts: list[str], rows: list[list[float]], config: GenerationConfig) -> list[Response]:
         from ..generation.beam import generate_with_scorer
         from ..generation.decoding import eos_token_ids, evaluation_mode
 
@@ -192,9 +195,9 @@ class MODPolicy:
             for model in self.models:
                 stack.enter_context(evaluation_mode(model))
             return generate_with_scorer(
-                lambda: self.scorer(weights), self.tokenizer, prompts, config,
+                lambda batch: self.scorer([rows[i] for i in batch]), self.tokenizer, prompts, config,
                 eos_ids=eos_token_ids(first, self.tokenizer), device=first.device, beams=self.beams,
-                length_penalty=self.length_penalty,
+                length_penalty=self.length_penalty, scorer_rows=True,
             )
 
     def reference(self) -> tuple[Any, Any]:
