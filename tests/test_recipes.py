@@ -25,6 +25,7 @@ TINY_SETTINGS: dict[str, dict] = {
     "prompting": {},
     "best_of_n": {"n": 2},
     "soups": dict(prompts=3, samples=2, max_new_tokens=6, epochs=1, batch_size=2, lr=1e-3, max_length=160),
+    "psoups": dict(prompts=4, max_new_tokens=8, epochs=1, batch_size=2, lr=1e-3, max_length=160, lora_r=4),
     "mod": dict(prompts=3, samples=2, max_new_tokens=6, epochs=1, batch_size=2, lr=1e-3, max_length=160),
     "mavis": dict(prompts=2, root_branching=2, branching=2, depth=2, chunk_min=2, chunk_max=3, max_new_tokens=8,
                   tree_top_k=5, top_k=5, value_steps=2, value_batch_size=4, value_lora_r=4, value_max_length=160),
@@ -34,6 +35,8 @@ TINY_SETTINGS: dict[str, dict] = {
                       lora_r=4),
     "hc_rlhf": dict(threshold=1000.0, prompts=2, steps=1, prompts_per_step=2, samples=2, max_new_tokens=6,
                     safety_prompts=3, lora_r=4),
+    "sipo": dict(prompts=8, samples=4, max_new_tokens=8, epochs=1, batch_size=2, lr=1e-3, max_length=160,
+                 review_tokens=6, conflict_prompts=0, realign_epochs=1, realign_lr=1e-3),
 }
 """Settings that make each recipe's quick preset run in seconds on the tiny model (``model`` is added)."""
 

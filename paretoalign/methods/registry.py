@@ -10,8 +10,10 @@ from .mavis import MAVISRecipe
 from .mod import MODRecipe
 from .morlhf import MORLHFRecipe
 from .prompting import PromptingRecipe
+from .psoups.recipe import PSoupsRecipe
 from .ric.recipe import RiCRecipe
 from .safe_rlhf import SafeRLHFRecipe
+from .sipo import SIPORecipe
 from .soups import SoupsRecipe
 
 RECIPES: dict[str, Recipe] = {
@@ -21,11 +23,13 @@ RECIPES: dict[str, Recipe] = {
         PromptingRecipe(),
         BestOfNRecipe(),
         SoupsRecipe(),
+        PSoupsRecipe(),
         MODRecipe(),
         MAVISRecipe(),
         RiCRecipe(),
         MORLHFRecipe(),
         SafeRLHFRecipe(),
         HCRLHFRecipe(),
+        SIPORecipe(),
     )
 }

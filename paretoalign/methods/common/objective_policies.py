@@ -1,4 +1,5 @@
-"""Training one policy per objective (Rewarded Soups, MOD, and the coming P-Soups and SIPO share it).
+"""Training one policy per reward source (Rewarded Soups and MOD per objective, Personalized Soups per preference
+dimension; SIPO to come).
 
 Two stages in the method's run directory:
 
@@ -7,12 +8,16 @@ Two stages in the method's run directory:
 2. ``policies``: one LoRA adapter per objective under ``policies/<objective>/``: DPO on the objective's
    best-vs-worst pairs of those samples, or PPO on its normalized reward (the papers' trainer). Each finished
    adapter is recorded at once, so an interrupted run resumes with the next objective.
+
+:func:`train_each` is the mechanism under ``policies`` for any reward source: a name and how to train its adapter
+(:func:`train_dpo_adapter` on preference pairs, :func:`train_ppo_adapter` on a reward).
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,19 +118,36 @@ def sample_candidates(run: RunDirectory, objectives: list[Objective], config: Ob
 
 def train_policies(run: RunDirectory, objectives: list[Objective], config: ObjectivePoliciesConfig) -> dict:
     """Stage ``policies``: one adapter per objective; finished ones (from an interrupted run) are kept."""
-    done = run.manifest.setdefault("policies", {})
-    for objective in objectives:
-        if objective.name in done:
+    by_name = {objective.name: objective for objective in objectives}
+
+    def train_one(name: str, output_dir: Path):
+        objective = by_name[name]
+        if config.trainer == "dpo":
+            pairs, ties = _objective_pairs(run, objective, config)
+            result, details = train_dpo_adapter(pairs, output_dir, config)
+            return result, {**details, "tied_prompts": ties}
+        prompts = [{"prompt": prompt} for prompt in train_prompts(config.prompts)]
+        return train_ppo_adapter(objective, prompts, output_dir, config)
+
+    return train_each(run, list(by_name), train_one)
+
+
+def train_each(run: RunDirectory, names: list[str], train_one: Callable[[str, Path], tuple[Any, dict]], *,
+               key: str = "policies", folder: str = POLICIES_DIR, field: str = "adapter") -> dict:
+    """One model per reward source ``name`` under ``<folder>/<name>/``, by ``train_one(name, output_dir) ->
+    (TrainResult, details)``; each is recorded in ``run.manifest[key][name]`` (its path under ``field``) as it
+    finishes, so an interrupted run resumes with the next source. Returns the compute of these sources."""
+    done = run.manifest.setdefault(key, {})
+    for name in names:
+        if name in done:
             continue
         started = time.perf_counter()
-        output_dir = run.path / POLICIES_DIR / folder_name(objective.name)
-        train = _train_dpo if config.trainer == "dpo" else _train_ppo
-        result, details = train(run, objective, output_dir, config)
-        done[objective.name] = {"adapter": str(result.model_dir.relative_to(run.path)), **details,
-                                **result.compute, "wall_time_s": round(time.perf_counter() - started, 3)}
+        result, details = train_one(name, run.path / folder / folder_name(name))
+        done[name] = {field: str(result.model_dir.relative_to(run.path)), **details,
+                      **result.compute, "wall_time_s": round(time.perf_counter() - started, 3)}
         run.save_manifest()
-    return {key: sum(entry.get(key, 0) for entry in done.values())
-            for key in ("generated_tokens", "trained_tokens", "wall_time_s")}
+    return {total: round(sum(done[name].get(total, 0) for name in names), 3)
+            for total in ("generated_tokens", "trained_tokens", "wall_time_s")}
 
 
 def policy_folders(run: RunDirectory) -> dict[str, Path]:
@@ -147,10 +169,8 @@ def _grouped_samples(run: RunDirectory, samples: int) -> tuple[list[str], list[l
     return prompts, [[row.response for row in rows[i : i + samples]] for i in range(0, len(rows), samples)]
 
 
-def _train_dpo(run: RunDirectory, objective: Objective, output_dir: Path, config: ObjectivePoliciesConfig):
-    """DPO of a fresh LoRA adapter on ``objective``'s best-vs-worst pairs."""
-    from ...core.runtime import autocast_precision
-    from ...training import DPOConfig, run_training
+def _objective_pairs(run: RunDirectory, objective: Objective, config: ObjectivePoliciesConfig):
+    """``objective``'s best-vs-worst pairs of the shared samples, and how many prompts tied."""
     from .pairs import best_worst_pairs
 
     prompts, candidates = _grouped_samples(run, config.samples)
@@ -158,16 +178,25 @@ def _train_dpo(run: RunDirectory, objective: Objective, output_dir: Path, config
     if not pairs:
         raise DataError(f"every prompt's samples tie on {objective.name!r}, so there are no pairs to train on; "
                         "raise samples or max_new_tokens")
+    return pairs, ties
+
+
+def train_dpo_adapter(pairs: list, output_dir: Path, config: ObjectivePoliciesConfig):
+    """DPO of a fresh LoRA adapter on preference ``pairs`` (records or dicts with prompt, chosen, rejected)."""
+    from ...core.runtime import autocast_precision
+    from ...training import DPOConfig, run_training
+
     dpo = DPOConfig(model=config.model, output_dir=str(output_dir), overwrite=True, epochs=config.epochs,
                     lr=config.lr, beta=config.beta, batch_size=config.batch_size, max_length=config.max_length,
                     lora_r=config.lora_r, lora_alpha=config.lora_alpha, seed=config.seed, device=config.device,
                     mixed_precision=autocast_precision(config.device), progress=config.progress)
     result = run_training("dpo", dpo, train_data=pairs)
-    return result, {"trainer": "dpo", "pairs": len(pairs), "tied_prompts": ties, "steps": result.steps}
+    return result, {"trainer": "dpo", "pairs": len(pairs), "steps": result.steps}
 
 
-def _train_ppo(run: RunDirectory, objective: Objective, output_dir: Path, config: ObjectivePoliciesConfig):
-    """PPO of a fresh LoRA adapter on ``objective``'s normalized reward."""
+def train_ppo_adapter(objective: Objective, prompts: list[dict[str, str]], output_dir: Path,
+                      config: ObjectivePoliciesConfig):
+    """PPO of a fresh LoRA adapter on ``objective``'s normalized reward over ``prompts`` ({"prompt": ...} rows)."""
     from ...core.runtime import autocast_precision
     from ...training import run_training
     from ...training.rl.ppo import PPOConfig
@@ -176,6 +205,5 @@ def _train_ppo(run: RunDirectory, objective: Objective, output_dir: Path, config
                     max_steps=config.ppo_steps, max_new_tokens=config.max_new_tokens, lora_r=config.lora_r,
                     lora_alpha=config.lora_alpha, seed=config.seed, device=config.device,
                     mixed_precision=autocast_precision(config.device), progress=config.progress)
-    prompts = [{"prompt": prompt} for prompt in train_prompts(config.prompts)]
     result = run_training("ppo", ppo, train_data=prompts, objectives=[objective])
     return result, {"trainer": "ppo", "steps": result.steps}
