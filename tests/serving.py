@@ -107,3 +107,10 @@ def http(method: str, url: str, body=None, timeout: float = 30) -> Reply:
             return Reply(response.status, response.headers, response.read())
     except urllib.error.HTTPError as error:
         return Reply(error.code, error.headers, error.read())
+
+
+class MixingPrompting(PromptingPolicy):
+    """Prompting, declared able to answer rows with different preferences in one batch (it writes each row's
+    preference into that row's prompt), so the server batches mixed preferences together."""
+
+    mixes_preferences = True

@@ -9,8 +9,8 @@ import time
 
 import openai
 import pytest
-from serving import (SOUP_OBJECTIVES, BrokenPolicy, GatedPolicy, PickyPolicy, http, load_tiny, make_adapters,
-                     tiny_base, tiny_prompting, tiny_soup)
+from serving import (SOUP_OBJECTIVES, BrokenPolicy, GatedPolicy, MixingPrompting, PickyPolicy, http, load_tiny,
+                     make_adapters, tiny_base, tiny_prompting, tiny_soup)
 
 from paretoalign.core.preference import Preference
 from paretoalign.generation import GenerationConfig
@@ -278,3 +278,27 @@ def test_full_queue_is_503_with_retry_after_a_gone_client_frees_its_place_and_sl
             assert results[name].status == 504 and results[name].json()["error"]["type"] == "timeout_error"
         policy.gate.set()
     assert policy.calls == 1  # neither the gone nor the timed-out queued request ever reached the model
+
+
+def test_a_policy_that_mixes_preferences_answers_them_in_one_batch_and_streams_each(tiny_model_dir):
+    policy = MixingPrompting(*load_tiny(tiny_model_dir))
+    app = create_app([describe_policy("mixing", policy)], ServerSettings(batch_wait_ms=1500))
+    preferences = {"simplicity=1": "Hi", "conciseness=0.8,friendliness=0.2": PROMPT, "informativeness=1": "Why?"}
+    answers: dict[str, str] = {}
+
+    def ask(preference):
+        stream = chat(client, model="mixing", prompt=preferences[preference], max_tokens=10, seed=8, stream=True,
+                      extra_body={"preference": preference})
+        answers[preference] = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    with BackgroundServer(app) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        threads = [threading.Thread(target=ask, args=(preference,)) for preference in preferences]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert app.state.engines["mixing"].batches == 1
+    for preference, prompt in preferences.items():
+        (expected,) = offline(policy, [prompt], preference, 10, 8)
+        assert answers[preference] == expected.text

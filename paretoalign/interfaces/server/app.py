@@ -107,7 +107,7 @@ def create_app(models: Sequence[ServedModel], settings: ServerSettings | None = 
                                 batch_wait_s=settings.batch_wait_ms / 1000, max_queue=settings.max_queue)
                for model in models}
     if len(engines) != len(models):
-        raise ParetoAlignError("two served models have the same id; give each run its own folder name")
+        raise ConfigError("two served models have the same id; give each run its own folder name")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

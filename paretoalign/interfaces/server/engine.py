@@ -19,6 +19,8 @@ from typing import Any
 
 from ...core.errors import ParetoAlignError
 from ...core.preference import Preference
+from ...objectives.registry import score_report
+from ...generation.decoding import eos_token_ids
 from ...generation.policy import STEERING
 from ...generation.sampling import listen_to_steps
 from .scheduler import Answer, Delta, Failed, Finished, Job, Scheduler
@@ -133,7 +135,6 @@ class Engine:
     def __init__(self, model: ServedModel, *, max_batch_size: int = 32, batch_wait_s: float = 0.01,
                  max_queue: int = 256) -> None:
         self.model = model
-        self.max_batch_size = max_batch_size
         self.scheduler = Scheduler(max_batch_size=max_batch_size, batch_wait_s=batch_wait_s, max_queue=max_queue,
                                    mixes_preferences=model.mixes_preferences)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{model.id}")
@@ -223,8 +224,6 @@ class Engine:
     def _streams(self, jobs: Sequence[Job]) -> list[_AnswerStream | None]:
         if not any(job.stream for job in jobs):
             return [None] * sum(len(job.prompts) for job in jobs)
-        from ...generation import eos_token_ids
-
         model, tokenizer = self.model.policy.reference()
         eos = eos_token_ids(model, tokenizer)
         return [_AnswerStream(job, index, tokenizer, eos, self._emit) if job.stream else None
@@ -252,8 +251,6 @@ class Engine:
         wanted = [job.want_scores for job in jobs for _ in job.prompts]
         if not any(wanted):
             return [None] * len(prompts)
-        from ...objectives.registry import score_report
-
         rows = [i for i, want in enumerate(wanted) if want]
         report = score_report(self.model.scorers.values(), [prompts[i] for i in rows], [responses[i].text for i in rows])
         scores: list[dict[str, Any] | None] = [None] * len(prompts)
