@@ -131,6 +131,10 @@ def test_eval_command_writes_results_plots_and_report(tiny_model_dir, tmp_path, 
     assert set(results["methods"]) == {"base", "prompting", "best_of_n"}
     assert results["reference_point"] == {"conciseness": -1.0, "informativeness": -1.0}
     assert all(len(m["points"]) == 3 for m in results["methods"].values())
+    assert results["methods"]["base"]["min_steerability"] is None  # the base model ignores the preference
+    assert set(results["methods"]["prompting"]["steerability"]) == {"conciseness", "informativeness"}
+    assert all(0 <= point["cut_off"] <= 1 for m in results["methods"].values() for point in m["points"])
+    assert "steer" in printed and "cut" in printed
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["normalization"]["conciseness"]["std"] > 0
     for artifact in ("front.png", "kl.png", "report.html"):

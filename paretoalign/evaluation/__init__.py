@@ -5,6 +5,7 @@ from ..core.preference import weight_grid
 from .plots import front_figure, kl_figure, plot_front, plot_kl
 from .report import render_report, write_report
 from .results import MethodResult, PointResult, build_results, load_results, write_results
+from .steerability import steerability
 from ..objectives.normalization import fit_reference_normalization
 from .sweep import evaluate
 
@@ -24,6 +25,7 @@ __all__ = [
     "plot_front",
     "plot_kl",
     "reference_point",
+    "steerability",
     "render_report",
     "weight_grid",
     "write_report",

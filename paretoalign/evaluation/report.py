@@ -43,7 +43,8 @@ def _image(figure, caption: str) -> str:
 
 
 def _summary_table(results: Mapping[str, Any]) -> str:
-    head = ("<tr><th>method</th><th>hypervolume</th><th>MIP</th><th>mean KL</th><th>generated tokens</th>"
+    head = ("<tr><th>method</th><th>hypervolume</th><th>MIP</th><th>mean KL</th>"
+            "<th>steerability (Spearman; wrong steps)</th><th>cut off</th><th>generated tokens</th>"
             "<th>trained tokens</th><th>seconds</th><th>uses scorers at decode time</th></tr>")
     rows = []
     for name, method in results["methods"].items():
@@ -52,9 +53,14 @@ def _summary_table(results: Mapping[str, Any]) -> str:
         cost = method["cost"]
         scorers = ('<span class="scorers">yes: ranks with the objective scorers</span>'
                    if method.get("uses_scorers_at_decode") else "no")
+        steering = "; ".join(
+            f"{_e(objective)} {'-' if entry['spearman'] is None else format(entry['spearman'], '.2f')} "
+            f"({entry['wrong_steps']}/{entry['steps']})"
+            for objective, entry in method.get("steerability", {}).items())
         rows.append(
             f"<tr><td>{_e(name)}</td><td class=num>{method['hypervolume']:.3f}</td>"
-            f"<td class=num>{method['mip']:.3f}</td><td class=num>{mean_kl:.3f}</td>"
+            f"<td class=num>{method['mip']:.3f}</td><td class=num>{mean_kl:.3f}</td><td>{steering}</td>"
+            f"<td class=num>{100 * method.get('cut_off', 0.0):.0f}%</td>"
             f"<td class=num>{int(cost['generated_tokens'])}</td><td class=num>{int(cost['trained_tokens'])}</td>"
             f"<td class=num>{float(cost['seconds']):.1f}</td><td>{scorers}</td></tr>"
         )

@@ -3,8 +3,10 @@
 Shape (extra fields may be added, never removed)::
 
     {"objectives": [...], "reference_point": {name: x}, "normalization": {name: {mean, std, count, source}},
-     "methods": {NAME: {"points": [{"weights", "rewards", "stderr", "kl", "length", "tokens", "seconds", ...}],
+     "methods": {NAME: {"points": [{"weights", "rewards", "stderr", "kl", "length", "cut_off", "tokens", ...}],
                         "front": [indexes], "hypervolume": x, "mip": x, "uses_scorers_at_decode": bool,
+                        "steerability": {name: {"spearman", "wrong_steps", "steps"}}, "min_steerability": x,
+                        "cut_off": share of answers cut at max_new_tokens,
                         "cost": {"generated_tokens": n, "trained_tokens": n, "seconds": x,
                                  "training_seconds": x, "training_generated_tokens": n}}}}
 
@@ -24,6 +26,7 @@ from typing import Any
 from ..core.errors import ConfigError, DataError
 from ..core.files import existing_file, write_json_atomic
 from .front import hypervolume, mip, pareto_front, reference_point, reference_vector
+from .steerability import least_steerable, steerability
 
 RESULTS_FILE = "results.json"
 _REQUIRED_TOP = ("objectives", "reference_point", "methods")
@@ -46,6 +49,8 @@ class PointResult:
     tokens: int
     seconds: float
     responses: int
+    cut_off: float = 0.0
+    """Share of answers that stopped at max_new_tokens rather than ending (length objectives saturate there)."""
     constraints: dict[str, dict[str, Any]] = field(default_factory=dict)
     samples: list[dict[str, str]] = field(default_factory=list)
 
@@ -83,12 +88,16 @@ def method_summary(method: MethodResult, objectives: Sequence[str], reference: M
     points = [point.to_dict() for point in method.points]
     rewards = reward_matrix(points, objectives)
     weights = reward_matrix(points, objectives, key="weights")
+    steering = steerability(points, objectives)
     return {
         "points": points,
         "front": pareto_front(rewards),
         "hypervolume": hypervolume(rewards, reference_vector(reference, objectives)),
         "mip": mip(weights, rewards),
         "mean_kl": sum(point["kl"] for point in points) / len(points),
+        "steerability": steering,
+        "min_steerability": least_steerable(steering),
+        "cut_off": sum(point.get("cut_off", 0.0) for point in points) / len(points),
         "uses_scorers_at_decode": method.uses_scorers_at_decode,
         "cost": {
             "generated_tokens": sum(point["tokens"] for point in points),

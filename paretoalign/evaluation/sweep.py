@@ -126,6 +126,7 @@ def _measure_point(
         tokens=generated,
         seconds=seconds,
         responses=len(responses),
+        cut_off=float(np.mean([r.finish_reason == "length" for r in responses])),
         constraints=_constraint_summary(constraints, raw),
         samples=[{"prompt": p, "response": t} for p, t in zip(prompts[:kept], texts)],
     )
