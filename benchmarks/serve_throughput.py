@@ -8,7 +8,7 @@ of the requests one after another; the server's scheduler batches whatever is wa
 ``--repeats`` times after a warm-up batch and the best of each counts (other work on a shared machine only
 ever slows a pass down); the CPU seconds of the process are reported beside the wall-clock ones.
 
-    python benchmarks/serve_throughput.py [--clients 32] [--requests 64] [--max-tokens 64] [--run RUN_DIR]
+    python benchmarks/serve_throughput.py [--clients 32] [--requests 64] [--max-tokens 32] [--run RUN_DIR]
 
 Ends with ``RATIO serve_vs_offline_tokens_per_s=<served/offline>`` (target >= 0.8), the same ratio per CPU
 second, and the p50 / p99 latency of a request as its client sees it.
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--run", default="base", help="run folder or bare method to serve (default %(default)s)")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=64)
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32, help="offline batch size and server --max-batch-size")
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
     parser.add_argument("--temperature", type=float, default=0.7)
