@@ -15,6 +15,7 @@ class BasePolicy:
 
     objectives: list[str] | None = None
     uses_scorers_at_decode: bool = False
+    mixes_preferences: bool = True
     ignores_preference: bool = True
 
     def __init__(self, model, tokenizer, name: str = "base") -> None:

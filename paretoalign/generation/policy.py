@@ -100,7 +100,9 @@ class SteerablePolicy(Protocol):
     ``objectives``: the objectives the policy can be steered on (``None``: it accepts any, e.g. it
     ignores the preference). ``uses_scorers_at_decode``: True when the objective scorers are
     consulted while generating (best-of-N), which reports must say. A policy may also set
-    ``ignores_preference = True`` (the base model) so a sweep generates once for the whole grid.
+    ``ignores_preference = True`` (the base model) so a sweep generates once for the whole grid, and
+    ``mixes_preferences = True`` when one ``generate`` call serves rows with different preferences in one batch
+    (the server and the batched sweep then send them together; otherwise they group rows by preference).
     """
 
     name: str

@@ -31,6 +31,7 @@ class BestOfNPolicy:
     """Keeps the best of ``n`` samples per prompt under Σ w_i · normalized reward_i."""
 
     uses_scorers_at_decode = True
+    mixes_preferences = True
 
     def __init__(self, model, tokenizer, objectives: Sequence[Objective], n: int = 4, name: str = "best_of_n") -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:

@@ -36,12 +36,18 @@ class PromptingPolicy:
     """The base model with the preference rendered into the prompt (the prompting baseline)."""
 
     uses_scorers_at_decode = False
-    objectives = list(INSTRUCTIONS)
+    mixes_preferences = True
 
-    def __init__(self, model, tokenizer, name: str = "prompting") -> None:
+    def __init__(self, model, tokenizer, name: str = "prompting", objectives: Sequence[str] | None = None) -> None:
+        """``objectives``: what the policy offers to be steered on (default: every objective with an instruction)."""
+        unknown = [name for name in objectives or [] if name not in INSTRUCTIONS]
+        if unknown:
+            raise ConfigError(f"the prompting baseline has no instruction for {unknown[0]!r}; it knows "
+                              f"{', '.join(INSTRUCTIONS)}")
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
+        self.objectives = list(objectives) if objectives else list(INSTRUCTIONS)
 
     def steer(self, prompts: Sequence[str], preference: PreferenceArg) -> list[str]:
         """The user messages the model sees: each prompt plus its preference's instructions."""
@@ -70,4 +76,5 @@ class PromptingRecipe(InstantRecipe):
     Config = InstantConfig
 
     def build(self, model: Any, tokenizer: Any, objectives: list, config: InstantConfig) -> PromptingPolicy:
-        return PromptingPolicy(model, tokenizer)
+        """Steered on the run's objectives that have an instruction (all of them when none has)."""
+        return PromptingPolicy(model, tokenizer, objectives=[o.name for o in objectives if o.name in INSTRUCTIONS])

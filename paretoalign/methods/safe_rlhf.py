@@ -154,6 +154,7 @@ class SafeRLHFPolicy(AdapterGridPolicy):
             raise ConfigError("Safe-RLHF needs at least one trained adapter; give {threshold: adapter folder}")
         self.thresholds = [float(threshold) for threshold in adapters]
         self.cost = cost
+        self.constraint_objectives = [cost]
         folders = {f"{cost}<={t:g}": folder for t, folder in zip(self.thresholds, adapters.values())}
         super().__init__(base_model, tokenizer, folders, "threshold", name)
 

@@ -27,6 +27,7 @@ class MAVISPolicy:
     """
 
     uses_scorers_at_decode = False
+    mixes_preferences = True
 
     def __init__(
         self,

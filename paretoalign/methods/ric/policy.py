@@ -18,6 +18,7 @@ class RiCPolicy:
     """Rewards-in-Context: preference -> targets (``mapping``) -> conditioned prompt -> one batched sampling call."""
 
     uses_scorers_at_decode = False
+    mixes_preferences = True
 
     def __init__(
         self,
