@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -90,8 +89,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    preset = replace(PRESETS[args.budget], best_of_n=1)
-    plan = SweepPlan(objectives=args.objectives, methods=list(METHODS), preset=preset, seed=args.seed)
+    plan = SweepPlan(objectives=args.objectives, methods=list(METHODS), preset=PRESETS[args.budget], seed=args.seed)
     run = run_sweep(plan, args.out, overwrite=True)
     rows = compute_rows(load_results(run.path / "results.json"))
     print_table(rows)
