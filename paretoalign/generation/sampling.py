@@ -83,11 +83,15 @@ def sampling_warpers(config: GenerationConfig) -> LogitsProcessorList:
 
 
 class TokenSampler:
-    """Chooses the next token: greedy, or a draw from the warped distribution by inverse CDF with one
-    uniform per row and step, pre-drawn from that row's own generator (one vectorized draw per step).
+    """Chooses the next token: greedy, or a draw from the warped distribution by inverse CDF (over token ids
+    in order) with one uniform per row and step, pre-drawn from that row's own generator.
 
-    Returns each token's log-probability under the distribution it was drawn from (0 for greedy).
-    Called once per decoding step; EOS ids are masked out until ``config.min_new_tokens`` steps passed.
+    The distribution is transformers' warpers' (temperature, top-k, top-p). With top-k it is computed on the
+    top-k tokens alone, as TopKLogitsWarper leaves nothing else: top-p's sort then runs over k tokens, not
+    the vocabulary (on a CPU that sort costs about as much as the model's forward). Ties at the k-th score
+    (kept by transformers too) take the whole-vocabulary path. Returns each token's log-probability under
+    the distribution it was drawn from (0 for greedy). Called once per decoding step; EOS ids are masked
+    out until ``config.min_new_tokens`` steps passed.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class TokenSampler:
         eos_ids: Collection[int] = (),
     ) -> None:
         self.do_sample = config.do_sample
+        self.temperature, self.top_k, self.top_p = config.temperature, config.top_k, config.top_p
         self.warpers = sampling_warpers(config)
         generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
         steps = max(config.max_new_tokens, 1)
@@ -108,9 +113,17 @@ class TokenSampler:
         self.eos_banned_steps = config.min_new_tokens
         self.step = 0
 
-    def distribution(self, scores: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities actually sampled from: warped scores, -inf outside the kept tokens, renormalized."""
-        return torch.log_softmax(self.warpers(None, scores), dim=-1)
+    def candidates(self, scores: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """``(ids, logprobs)``: the tokens that can be drawn, by id, and their log-probabilities under the
+        warped distribution (-inf where truncated). ``ids`` is None for the whole vocabulary."""
+        if 0 < self.top_k < scores.shape[-1]:
+            scaled = scores / self.temperature if self.temperature != 1.0 else scores
+            values, ids = scaled.topk(self.top_k, dim=-1)
+            if not ((scaled >= values[:, -1:]).sum(dim=-1) > self.top_k).any():
+                values = _top_p(values, self.top_p) if self.top_p < 1.0 else values
+                ids, order = ids.sort(dim=-1)
+                return ids, torch.log_softmax(values.gather(-1, order), dim=-1)
+        return None, torch.log_softmax(self.warpers(None, scores), dim=-1)
 
     def __call__(self, scores: torch.Tensor, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.step < self.eos_banned_steps:
@@ -118,17 +131,26 @@ class TokenSampler:
         step, self.step = self.step, self.step + 1
         if not self.do_sample:
             return scores.argmax(dim=-1), scores.new_zeros(scores.shape[0])
-        logprobs = self.distribution(scores)
+        ids, logprobs = self.candidates(scores)
         cumulative = logprobs.double().exp().cumsum(dim=-1)
         uniforms = self.uniforms[torch.tensor(rows, device=scores.device), step]
         targets = (uniforms * cumulative[:, -1])[:, None]
-        tokens = torch.searchsorted(cumulative, targets, right=True).squeeze(-1)
-        tokens = torch.minimum(tokens, _last_possible_token(logprobs))
-        return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
+        picks = torch.searchsorted(cumulative, targets, right=True).squeeze(-1)
+        picks = torch.minimum(picks, _last_possible_token(logprobs))[:, None]
+        tokens = picks if ids is None else ids.gather(-1, picks)
+        return tokens.squeeze(-1), logprobs.gather(-1, picks).squeeze(-1)
+
+
+def _top_p(descending: torch.Tensor, top_p: float) -> torch.Tensor:
+    """TopPLogitsWarper on scores sorted in descending order (the same arithmetic, on these tokens only)."""
+    cumulative = descending.flip(-1).softmax(dim=-1).cumsum(dim=-1)
+    removed = cumulative <= 1 - top_p
+    removed[..., -1] = False
+    return descending.masked_fill(removed.flip(-1), float("-inf"))
 
 
 def _last_possible_token(logprobs: torch.Tensor) -> torch.Tensor:
-    """Per row, the highest token id with non-zero probability (guards a uniform rounding up to 1)."""
+    """Per row, the highest index with non-zero probability (guards a uniform rounding up to 1)."""
     possible = (logprobs > float("-inf")).int()
     return logprobs.shape[-1] - 1 - possible.flip(-1).argmax(dim=-1)
 
@@ -189,13 +211,14 @@ def generate(
     stops = StopStrings(tokenizer, config.stop) if config.stop else None
     responses: list[Response | None] = [None] * len(prompts)
     batches = length_sorted_batches(prompt_ids, config.batch_size)
+    scorer = CausalLMScorer(model, max_new_tokens=config.max_new_tokens)  # every batch: a compiled step keeps its cache
     with torch.inference_mode(), evaluation_mode(model):
         for batch in tqdm(batches, desc="generating", unit="batch", disable=not config.progress):
             sampler = TokenSampler(config, [seeds[i] for i in batch], model.device, eos_ids)
             sampler = _reporting(sampler, prompts, batch)
             input_ids, attention_mask = pad_left([prompt_ids[i] for i in batch], pad_id(tokenizer))
             decoded = decode_loop(
-                CausalLMScorer(model),
+                scorer,
                 sampler,
                 input_ids.to(model.device),
                 attention_mask.to(model.device),

@@ -36,12 +36,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
+from transformers import DynamicCache
 
 from ..core.errors import ConfigError
 from ..models.score_model import backbone_and_head
 from .beam import BeamCandidate, beam_search, generate_with_scorer
 from .chat import pad_id, pad_left, prompt_token_ids
-from .decoding import CausalLMScorer, Decoded, eos_token_ids, evaluation_mode
+from .decoding import CausalLMScorer, Decoded, cache_keyword, eos_token_ids, evaluation_mode
 from .policy import GenerationConfig, Response
 from .sampling import to_response
 
@@ -85,7 +86,8 @@ class _PrefixCache:
     def __init__(self, model) -> None:
         self.backbone, self.head = backbone_and_head(model)
         self.dtype = next(model.parameters()).dtype
-        self.cache = None
+        self.cache_keyword = cache_keyword(self.backbone)
+        self.cache: DynamicCache | None = None
         self.attention_mask: torch.Tensor | None = None
         self.next_position: torch.Tensor | None = None
 
@@ -95,10 +97,9 @@ class _PrefixCache:
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=self.cache,
             use_cache=True,
+            **{self.cache_keyword: self.cache},
         )
-        self.cache = output.past_key_values
         return output.last_hidden_state
 
     def read(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -107,6 +108,7 @@ class _PrefixCache:
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Read the prompts; return the head's output at the last position."""
+        self.cache = DynamicCache(config=self.backbone.config)
         self.attention_mask = attention_mask
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         self.next_position = position_ids[:, -1] + 1
