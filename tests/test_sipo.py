@@ -328,16 +328,20 @@ def test_no_conflicting_prompts_stops_before_training_with_nothing_half_written(
     assert not (run.path / stages.CONFLICTS_FILE).exists()
 
 
-def test_policies_from_must_be_a_finished_run_on_the_same_base(tiny_model_dir, tiny_model_dir_b, tmp_path):
+def test_policies_from_reuses_a_finished_run_on_the_same_base_and_its_samples(tiny_model_dir, tiny_model_dir_b,
+                                                                               tmp_path):
+    sampling = {key: TINY[key] for key in ("prompts", "samples", "max_new_tokens")}
     source = get_recipe("mod").fit(OBJECTIVES, tmp_path / "mod", get_recipe("mod").config(
-        "quick", model=str(tiny_model_dir), prompts=3, samples=2, max_new_tokens=6, epochs=1, batch_size=2,
-        lr=1e-3, max_length=160, progress=False))
+        "quick", model=str(tiny_model_dir), epochs=1, batch_size=2, lr=1e-3, max_length=160, progress=False,
+        **sampling))
     with pytest.raises(ConfigError, match="was fitted on .* this run uses"):
         get_recipe("sipo").fit(OBJECTIVES, tmp_path / "other", sipo_config(tiny_model_dir_b,
                                                                            policies_from=str(source.path)))
     run = get_recipe("sipo").fit(OBJECTIVES, tmp_path / "sipo", sipo_config(tiny_model_dir,
                                  policies_from=str(source.path)), until="first_align")
     assert run.manifest["stages"]["first_align"]["copied_from"] == str(source.path)
+    assert run.manifest["base_samples"] == {"generated_tokens": 0, "trained_tokens": 0, "copied_from": str(source.path)}
+    assert (run.path / "data/samples.jsonl").read_bytes() == (source.path / "data/samples.jsonl").read_bytes()
     for name in NAMES:
         copied = run.path / run.manifest["policies"][name]["adapter"] / "adapter_model.safetensors"
         original = source.path / source.manifest["policies"][name]["adapter"] / "adapter_model.safetensors"

@@ -18,9 +18,9 @@ REUSABLE = ("soups", "mod")
 """Methods whose run holds one policy per objective under ``policies``."""
 
 
-def copy_policies(run: RunDirectory, objectives: list[Objective], source_dir: Path) -> dict:
-    """Copy a finished soups or mod run's per-objective adapters into ``run`` (``manifest["policies"]``, in the
-    order of ``objectives``); refuses a run of another method, of other objectives or on another base model."""
+def reusable_run(run: RunDirectory, objectives: list[Objective], source_dir: Path) -> RunDirectory:
+    """The finished soups or mod run at ``source_dir``, checked before anything is copied: refuses a run of another
+    method, of other objectives or on another base model."""
     source = RunDirectory.open(source_dir)
     if source.method not in REUSABLE or not source.finished:
         raise ConfigError(f"policies_from {str(source_dir)!r} is not a finished soups or mod run; fit one first")
@@ -33,7 +33,14 @@ def copy_policies(run: RunDirectory, objectives: list[Objective], source_dir: Pa
     if missing:
         raise ConfigError(f"{str(source_dir)!r} has no policy for {missing[0]!r} (it has {', '.join(folders)}); "
                           "fit it with the same objectives")
-    entries = source.manifest["policies"]
+    return source
+
+
+def copy_policies(run: RunDirectory, objectives: list[Objective], source_dir: Path) -> dict:
+    """Copy a finished soups or mod run's per-objective adapters into ``run`` (``manifest["policies"]``, in the
+    order of ``objectives``); checked by :func:`reusable_run` first."""
+    source = reusable_run(run, objectives, source_dir)
+    folders, entries = policy_folders(source), source.manifest["policies"]
     copied = {}
     for objective in objectives:
         target = run.path / POLICIES_DIR / Path(entries[objective.name]["adapter"]).parent.name / "model"

@@ -5,6 +5,7 @@ holds the policies in the run's objective order (``rules.ordered_folders``).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from ..common.objective_policies import (
     train_each,
     train_policies,
 )
-from ..common.reuse import copy_policies
+from ..common.reuse import copy_policies, reusable_run
 from .data import dataset_conflicts, dataset_labels, labelled_pairs, read_dataset, sample_conflicts
 from .recipe import SIPOConfig
 from .rewards import ImplicitRewards
@@ -47,6 +48,8 @@ REWRITES_FILE = "data/rewrites.jsonl"
 COMBINED_FILE = "data/combined.jsonl"
 FILTERED_FILE = "data/filtered.jsonl"
 REALIGNED = "realigned"
+SAMPLING = ("trainer", "prompts", "samples", "max_new_tokens", "temperature", "seed")
+"""The settings that decide the base model's samples (with the base model)."""
 SURVIVORS = "survivors"
 """Manifest entry: how many prompts, samples and candidates are left after each stage."""
 
@@ -59,7 +62,8 @@ def first_align(run: RunDirectory, objectives: list[Objective], config: SIPOConf
     nothing to improve stops before training."""
     names = objective_names(objectives)
     sample_weights(names, config.sample_steps)
-    sampled = _base_samples(run, objectives, config)
+    source = None if config.policies_from is None else reusable_run(run, objectives, Path(config.policies_from))
+    sampled = _base_samples(run, objectives, config, source)
     _conflicts(run, objectives, config)
     if config.policies_from is not None:
         trained = copy_policies(run, objectives, Path(config.policies_from))
@@ -80,15 +84,30 @@ def conflicts(run: RunDirectory, objectives: list[Objective], config: SIPOConfig
             "trained_tokens": 0}
 
 
-def _base_samples(run: RunDirectory, objectives: list[Objective], config: SIPOConfig) -> dict:
+def _base_samples(run: RunDirectory, objectives: list[Objective], config: SIPOConfig,
+                  source: RunDirectory | None) -> dict:
     """The base model's samples the default pairs and conflicts come from (none with a dataset); kept across an
     interrupted first_align."""
     if config.dataset is not None:
         return {"generated_tokens": 0}
     if "base_samples" not in run.manifest:
-        run.manifest["base_samples"] = sample_candidates(run, objectives, config)
+        reused = _reused_samples(run, source, config)
+        run.manifest["base_samples"] = reused or sample_candidates(run, objectives, config)
         run.save_manifest()
     return run.manifest["base_samples"]
+
+
+def _reused_samples(run: RunDirectory, source: RunDirectory | None, config: SIPOConfig) -> dict | None:
+    """The ``policies_from`` run's base samples, copied when it drew them with this run's settings (their cost is
+    already in the copied policies' compute)."""
+    if source is None or not (source.path / SAMPLES_FILE).is_file():
+        return None
+    theirs = source.fingerprint.get("config", {})
+    if any(theirs.get(name) != getattr(config, name) for name in SAMPLING):
+        return None
+    (run.path / SAMPLES_FILE).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source.path / SAMPLES_FILE, run.path / SAMPLES_FILE)
+    return {"generated_tokens": 0, "trained_tokens": 0, "copied_from": str(source.path)}
 
 
 def _conflicts(run: RunDirectory, objectives: list[Objective], config: SIPOConfig):
