@@ -30,3 +30,23 @@ def test_no_listener_outside_the_block(tiny):
         pass
     generate(model, tokenizer, ["Hi"], GenerationConfig(max_new_tokens=3, seed=0))
     assert heard == []
+
+
+def test_decoding_over_any_scorer_streams_too(tiny):
+    """MOD and MAVIS decode through generate_with_scorer: the server streams them token by token as well."""
+    from paretoalign.generation.beam import generate_with_scorer
+    from paretoalign.generation.decoding import CausalLMScorer, eos_token_ids
+
+    model, tokenizer = tiny
+    prompts = ["Tell me about the sea.", "Hi"]
+    config = GenerationConfig(max_new_tokens=8, seed=5)
+    heard: dict[int, list[int]] = defaultdict(list)
+
+    def listener(call_prompts, indices, tokens):
+        for index, token in zip(indices, tokens):
+            heard[index].append(token)
+
+    with listen_to_steps(listener):
+        responses = generate_with_scorer(lambda: CausalLMScorer(model), tokenizer, prompts, config,
+                                         eos_ids=eos_token_ids(model, tokenizer), device=model.device)
+    assert {i: heard[i] for i in range(len(prompts))} == {i: r.token_ids for i, r in enumerate(responses)}

@@ -29,7 +29,7 @@ from ..core.errors import ConfigError
 from .chat import pad_id, pad_left, prompt_token_ids
 from .decoding import Decoded, NextTokenScorer, decode_loop
 from .policy import GenerationConfig, Response
-from .sampling import StopStrings, TokenSampler, length_sorted_batches, to_response, sequence_seeds
+from .sampling import StopStrings, TokenSampler, length_sorted_batches, reporting_steps, sequence_seeds, to_response
 
 
 @dataclass
@@ -214,7 +214,8 @@ def generate_with_scorer(
             scorer = make_scorer(batch) if scorer_rows else make_scorer()
             with scorer if isinstance(scorer, contextlib.AbstractContextManager) else contextlib.nullcontext():
                 if beams == 1:
-                    sampler = TokenSampler(config, [seeds[i] for i in batch], device, eos_ids)
+                    sampler = reporting_steps(TokenSampler(config, [seeds[i] for i in batch], device, eos_ids),
+                                              prompts, batch)
                     decoded = decode_loop(scorer, sampler, *padded, max_new_tokens=config.max_new_tokens,
                                           eos_ids=eos_ids, is_stopped=stops)
                     for index, result in zip(batch, decoded):

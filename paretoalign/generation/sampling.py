@@ -43,7 +43,7 @@ def listen_to_steps(listener: StepListener) -> Iterator[None]:
         _step_listener.reset(token)
 
 
-def _reporting(choose, prompts: Sequence[str], batch: Sequence[int]):
+def reporting_steps(choose, prompts: Sequence[str], batch: Sequence[int]):
     """``choose`` that also tells the active step listener (if any) which token each prompt just got."""
     listener = _step_listener.get()
     if listener is None:
@@ -215,7 +215,7 @@ def generate(
     with torch.inference_mode(), evaluation_mode(model):
         for batch in tqdm(batches, desc="generating", unit="batch", disable=not config.progress):
             sampler = TokenSampler(config, [seeds[i] for i in batch], model.device, eos_ids)
-            sampler = _reporting(sampler, prompts, batch)
+            sampler = reporting_steps(sampler, prompts, batch)
             input_ids, attention_mask = pad_left([prompt_ids[i] for i in batch], pad_id(tokenizer))
             decoded = decode_loop(
                 scorer,
