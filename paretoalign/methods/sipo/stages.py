@@ -6,13 +6,14 @@ holds the policies in the run's objective order (``rules.ordered_folders``).
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ...core.errors import ConfigError, DataError
 from ...core.preference import Preference
-from ...core.rundir import RunDirectory
+from ...core.rundir import COMPUTE_KEYS, RunDirectory
 from ...data import PreferencePair, ScoredResponse, read_jsonl, write_jsonl
 from ...generation import GenerationConfig
 from ...objectives.base import Objective
@@ -71,8 +72,7 @@ def first_align(run: RunDirectory, objectives: list[Objective], config: SIPOConf
         trained = train_policies(run, objectives, config)
     else:
         trained = _train_on_dataset(run, objectives, config)
-    return {**trained, "generated_tokens": trained.get("generated_tokens", 0) + sampled["generated_tokens"],
-            "trained_tokens": trained.get("trained_tokens", 0)}
+    return {**trained, **{key: round(trained.get(key, 0) + sampled.get(key, 0), 3) for key in COMPUTE_KEYS}}
 
 
 def conflicts(run: RunDirectory, objectives: list[Objective], config: SIPOConfig) -> dict:
@@ -89,10 +89,11 @@ def _base_samples(run: RunDirectory, objectives: list[Objective], config: SIPOCo
     """The base model's samples the default pairs and conflicts come from (none with a dataset); kept across an
     interrupted first_align."""
     if config.dataset is not None:
-        return {"generated_tokens": 0}
+        return {}
     if "base_samples" not in run.manifest:
-        reused = _reused_samples(run, source, config)
-        run.manifest["base_samples"] = reused or sample_candidates(run, objectives, config)
+        started = time.perf_counter()
+        drawn = _reused_samples(run, source, config) or sample_candidates(run, objectives, config)
+        run.manifest["base_samples"] = {**drawn, "wall_time_s": round(time.perf_counter() - started, 3)}
         run.save_manifest()
     return run.manifest["base_samples"]
 
