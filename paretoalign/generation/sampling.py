@@ -1,7 +1,7 @@
 """Batched sampling from one causal LM: ``generate(model, tokenizer, prompts, config) -> [Response]``.
 
-Runs :func:`~paretoalign.generation.decoding.decode_loop` (see there why not ``model.generate``) with
-transformers' own temperature / top-k / top-p warpers. Each sequence draws from its own random
+Runs the one decoding loop (``beam.generate_with_scorer`` over ``decoding.decode_loop``; see there why not
+``model.generate``) with transformers' own temperature / top-k / top-p warpers. Each sequence draws from its own random
 generator, seeded from ``(config.seed, prompt text, how often that prompt came before in the call)``,
 so a sample does not depend on batch size or on the other prompts of the call (up to the float
 rounding that padding can change), and a prompt given twice gets two different samples.
@@ -16,12 +16,9 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextvars import ContextVar
 
 import torch
-from tqdm.auto import tqdm
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from ..core.errors import ConfigError
-from .chat import pad_id, pad_left, prompt_token_ids
-from .decoding import CausalLMScorer, Decoded, decode_loop, eos_token_ids, evaluation_mode
+from .decoding import CausalLMScorer, Decoded, eos_token_ids, evaluation_mode
 from .policy import GenerationConfig, Response
 
 SEED_BITS = 63
@@ -199,33 +196,11 @@ def generate(
 
     Prompts are user messages rendered with the chat template (and ``config.system_prompt``) unless
     ``rendered`` says they are already model-ready text. Ends at EOS, a stop string or max_new_tokens.
+    This is the one decoding loop (``beam.generate_with_scorer``) over the model's own next-token scores.
     """
-    config.validate()
-    prompts = list(prompts)
-    prompt_ids = prompt_token_ids(tokenizer, prompts, config.system_prompt, rendered=rendered)
-    empty = [i for i, ids in enumerate(prompt_ids) if not ids]
-    if empty:
-        raise ConfigError(f"prompt {empty[0]} is empty after tokenization; give it some text")
-    seeds = sequence_seeds(config.seed, prompts)
-    eos_ids = eos_token_ids(model, tokenizer)
-    stops = StopStrings(tokenizer, config.stop) if config.stop else None
-    responses: list[Response | None] = [None] * len(prompts)
-    batches = length_sorted_batches(prompt_ids, config.batch_size)
+    from .beam import generate_with_scorer  # beam builds on this module's sampler
+
     scorer = CausalLMScorer(model, max_new_tokens=config.max_new_tokens)  # every batch: a compiled step keeps its cache
-    with torch.inference_mode(), evaluation_mode(model):
-        for batch in tqdm(batches, desc="generating", unit="batch", disable=not config.progress):
-            sampler = TokenSampler(config, [seeds[i] for i in batch], model.device, eos_ids)
-            sampler = reporting_steps(sampler, prompts, batch)
-            input_ids, attention_mask = pad_left([prompt_ids[i] for i in batch], pad_id(tokenizer))
-            decoded = decode_loop(
-                scorer,
-                sampler,
-                input_ids.to(model.device),
-                attention_mask.to(model.device),
-                max_new_tokens=config.max_new_tokens,
-                eos_ids=eos_ids,
-                is_stopped=stops,
-            )
-            for index, result in zip(batch, decoded):
-                responses[index] = to_response(prompts[index], result, tokenizer, stops)
-    return responses
+    with evaluation_mode(model):
+        return generate_with_scorer(lambda: scorer, tokenizer, prompts, config, eos_ids=eos_token_ids(model, tokenizer),
+                                    device=model.device, rendered=rendered)
