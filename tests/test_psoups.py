@@ -84,6 +84,16 @@ def test_combinations_take_one_dimension_per_axis():
     assert len(opposite) == 5 and ["P1A", "P1B"] not in opposite
 
 
+def test_win_rate_combinations_are_uniform_preferences_judged_on_their_dimensions():
+    from paretoalign.methods.psoups import win_rate_combinations
+
+    grid = win_rate_combinations(parse_dimensions(["P1A,P2A,P3A"], []))
+    assert len(grid) == 7
+    preference, criteria = grid[-1]
+    assert preference.as_dict() == pytest.approx({"P1A": 1 / 3, "P2A": 1 / 3, "P3A": 1 / 3})
+    assert [c.name for c in criteria] == ["P1A", "P2A", "P3A"] and criteria[0].text.startswith("Generate a response")
+
+
 def test_steered_prompts_read_back():
     dims = parse_dimensions(["P1A,P2A,pirate=Answer like a pirate."], [])
     prompt = steer("Why is the sky blue?", [dims[2].text, dims[0].text])
