@@ -214,7 +214,7 @@ def report_bounds(dtype: str, found: dict, batch_size: int) -> None:
 
 
 def main() -> None:
-    """Run every dtype, print the table, the bounds and the ratios."""
+    """Run every dtype (printing its table and bounds as soon as they are measured), then the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated (default float32,bfloat16)")
     parser.add_argument("--device", default=None, help="cpu, cuda (default: auto)")
@@ -225,26 +225,24 @@ def main() -> None:
     args = parser.parse_args()
 
     prompts = (PROMPTS * (args.batch_size // len(PROMPTS) + 1))[: args.batch_size]
-    results = {dtype: run_dtype(dtype, args, prompts) for dtype in args.dtypes.split(",")}
-
-    threads = torch.get_num_threads()
-    print(f"batch={args.batch_size} new_tokens={args.new_tokens} repeats={args.repeats} threads={threads}")
-    for dtype, found in results.items():
+    print(f"batch={args.batch_size} new_tokens={args.new_tokens} repeats={args.repeats} "
+          f"threads={torch.get_num_threads()}")
+    ratios = {}
+    for dtype in args.dtypes.split(","):
+        found = run_dtype(dtype, args, prompts)
         trial = ", ".join(f"{cache} {rate:.1f}" for cache, rate in found["hf_trial"].items())
         print(f"{dtype}: paretoalign decodes {found['ours_mode']}; hf generate uses its {found['hf_cache']} cache "
               f"(one trial, tokens/s: {trial})")
-    print(f"{'dtype':<9} {'length':<8} {'implementation':<14} {'tokens':>7} {'seconds':>8} {'tokens/s':>9}")
-    for found in results.values():
-        for dtype, label, name, rate, tokens, seconds in found["rows"]:
+        print(f"{'dtype':<9} {'length':<8} {'implementation':<14} {'tokens':>7} {'seconds':>8} {'tokens/s':>9}")
+        for _, label, name, rate, tokens, seconds in found["rows"]:
             print(f"{dtype:<9} {label:<8} {name:<14} {tokens:>7d} {seconds:>8.2f} {rate:>9.1f}")
-    for dtype, found in results.items():
         report_bounds(dtype, found, args.batch_size)
-    ratios = {}
-    for dtype, found in results.items():
         rates = {(label, name): rate for _, label, name, rate, _, _ in found["rows"]}
         for label in ("fixed", "natural"):
             ratios[dtype, label] = rates[label, "paretoalign"] / rates[label, "hf generate"]
-            print(f"RATIO generate_{dtype}_{label}_tokens_per_s_vs_hf={ratios[dtype, label]:.2f}")
+        print(flush=True)
+    for (dtype, label), ratio in ratios.items():
+        print(f"RATIO generate_{dtype}_{label}_tokens_per_s_vs_hf={ratio:.2f}")
     fixed = min(ratio for (_, label), ratio in ratios.items() if label == "fixed")
     print(f"RATIO generate_tokens_per_s_vs_hf={fixed:.2f}")
 

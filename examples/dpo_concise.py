@@ -13,7 +13,8 @@ On the embedded default model (SmolLM2-135M-Instruct), all on CPU, offline:
 Run: ``python examples/dpo_concise.py`` (see ``--help``). Ends with
 ``RESULT dpo_length_ratio=<DPO mean words / base mean words>``; below 1 means shorter. Measured with
 the defaults and ``--threads 1`` on the shared, busy 2-core CPU: 94 pairs, 48 steps, base 74.1 words,
-DPO 18.4 words, ratio 0.249, in 5.6 minutes.
+DPO 18.4 words, ratio 0.249, in 5.6 minutes (bf16 autocast; ``--mixed-precision auto`` now trains in
+float32 on CPUs without native bf16, about 3x faster here than emulated bf16).
 ``--threads 1`` is much faster when another process keeps a core busy (see reward_model_friendliness.py).
 """
 
@@ -32,6 +33,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from paretoalign.core.runtime import autocast_precision  # noqa: E402
 from paretoalign.data import load_prompts  # noqa: E402
 from paretoalign.generation import GenerationConfig, Response, generate  # noqa: E402
 from paretoalign.methods.common.pairs import objective_pairs  # noqa: E402
@@ -54,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--beta", type=float, default=0.1, help="DPO beta")
     parser.add_argument("--batch-size", type=int, default=4, help="pairs per optimizer step")
     parser.add_argument("--max-length", type=int, default=192, help="tokens per prompt + response")
+    parser.add_argument("--mixed-precision", default="auto", choices=["auto", "bf16", "no"],
+                        help="training autocast (auto: bf16 where the CPU computes it natively, else float32)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="sampling and training seed")
     parser.add_argument("--output-dir", default=None, help="run directory (default: a temporary folder)")
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> float:
     paired = time.perf_counter()
     config = DPOConfig(
         output_dir=str(output_dir), overwrite=True, epochs=args.epochs, lr=args.lr, beta=args.beta,
-        batch_size=args.batch_size, max_length=args.max_length, mixed_precision="bf16", warmup_steps=2,
+        batch_size=args.batch_size, max_length=args.max_length, mixed_precision=autocast_precision("cpu", args.mixed_precision), warmup_steps=2,
         seed=args.seed, progress=False,
     )
     result = run_training("dpo", config, train_data=pairs)

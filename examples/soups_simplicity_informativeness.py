@@ -54,12 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-prompts", type=int, default=None, help="train prompts (overrides the preset)")
     parser.add_argument("--sample-tokens", type=int, default=None, help="tokens per base sample (overrides the preset)")
     parser.add_argument("--epochs", type=float, default=None, help="DPO epochs (overrides the preset)")
+    parser.add_argument("--lr", type=float, default=None, help="DPO learning rate (overrides the preset)")
     parser.add_argument("--eval-prompts", type=int, default=32, help="eval-split prompts to measure on")
     parser.add_argument("--eval-tokens", type=int, default=64, help="max new tokens when measuring")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="sampling and training seed")
-    parser.add_argument("--out", default=None, help="run directory (default: a temporary folder); a finished run "
-                        "with the same settings is reloaded")
+    parser.add_argument("--out", "--output-dir", dest="out", default=None,
+                        help="run directory (default: a temporary folder); a finished run with the same settings is reloaded")
     return parser.parse_args(argv)
 
 
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     first, second = (objective.name for objective in objectives)
     workdir = Path(args.out or tempfile.mkdtemp(prefix="soups-")) / "soups"
     clock = time.perf_counter()
-    overrides = {"prompts": args.train_prompts, "max_new_tokens": args.sample_tokens, "epochs": args.epochs}
+    overrides = {"prompts": args.train_prompts, "max_new_tokens": args.sample_tokens, "epochs": args.epochs,
+                 "lr": args.lr}
     recipe = get_recipe("soups")
     config = recipe.config(args.preset, seed=args.seed, **{k: v for k, v in overrides.items() if v is not None})
     run = recipe.fit(objectives, workdir, config)

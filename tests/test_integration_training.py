@@ -47,7 +47,7 @@ def isolated_run():
 def test_dpo_on_concise_pairs_shortens_answers(tmp_path):
     ratio = example("dpo_concise").main([
         "--train-prompts", "24", "--eval-prompts", "16", "--pair-tokens", "48", "--eval-tokens", "64",
-        "--epochs", "2", "--lr", "2e-4", "--threads", "1", "--output-dir", str(tmp_path / "dpo"),
+        "--epochs", "3", "--lr", "5e-4", "--threads", "1", "--output-dir", str(tmp_path / "dpo"),
     ])
     assert ratio < 0.9
 

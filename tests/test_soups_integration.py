@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 def test_all_weight_on_simplicity_reads_simpler_than_all_weight_on_informativeness(tmp_path):
     gains = example("soups_simplicity_informativeness").main([
-        "--train-prompts", "12", "--sample-tokens", "32", "--epochs", "2", "--eval-prompts", "8",
+        "--train-prompts", "12", "--sample-tokens", "32", "--epochs", "3", "--lr", "5e-4", "--eval-prompts", "8",
         "--eval-tokens", "48", "--threads", "1", "--output-dir", str(tmp_path),
     ])
     assert gains["simplicity"] > 0
