@@ -412,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_flags(p, "runs/eval")
     p.set_defaults(func=cmd_eval)
 
+    from .pairwise_cli import add_pairwise_parsers
+
+    add_pairwise_parsers(commands)
+
     commands.add_parser("serve", help="serve runs over the OpenAI API with per-request preferences and a playground "
                         "(see 'paretoalign serve --help')", add_help=False)
     for kind, summary in TRAINING_COMMANDS.items():
