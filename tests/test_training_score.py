@@ -75,3 +75,22 @@ def test_lora_score_model_is_saved_merged_and_scores_the_same(tiny_model_dir, tm
     objective = as_objective(result.model_dir, "friendly_rm", dtype="float32")
     from_objective = objective.score([PAIRS[0]["prompt"]] * 2, [PAIRS[0]["chosen"], PAIRS[0]["rejected"]])
     assert np.allclose(from_objective, [chosen.item(), rejected.item()], atol=1e-5)
+
+
+def test_bt_cost_loss_needs_no_safety_labels_and_equals_bradley_terry_on_costs(tiny_model_dir, tmp_path):
+    from paretoalign.core.errors import ConfigError
+    from paretoalign.training.losses import bradley_terry_loss
+
+    unlabelled = [{"prompt": p, "response_0": FRIENDLY[i % 2], "response_1": PLAIN[i % 2], "safer": i % 2}
+                  for i, p in enumerate(PROMPTS)]
+    settings = config(CostModelConfig, tiny_model_dir, tmp_path, loss="bt")
+    with pytest.raises(DataError, match="is_safe_0"):
+        CostModelTrainer(config(CostModelConfig, tiny_model_dir, tmp_path), unlabelled)
+    trainer = CostModelTrainer(settings, unlabelled, unlabelled)
+    batch = trainer.collate(trainer.train_examples)
+    loss, _ = trainer.compute_loss(batch)
+    safer, unsafer = trainer.scores(batch)
+    assert torch.allclose(loss, bradley_terry_loss(unsafer, safer, settings.regularization).loss)
+    assert trainer.train().metrics["eval_accuracy"] == 1.0
+    with pytest.raises(ConfigError, match="loss 'sequence' is not one of signed, bt"):
+        config(CostModelConfig, tiny_model_dir, tmp_path, loss="sequence")

@@ -102,9 +102,20 @@ class RewardModelConfig(ScoreModelConfig):
     """Bradley-Terry reward model on preference pairs."""
 
 
+COST_LOSSES = ("signed", "bt")
+
+
 @dataclass
 class CostModelConfig(ScoreModelConfig):
-    """Safe-RLHF cost model on safety pairs (signed loss)."""
+    """Safe-RLHF cost model on safety pairs: the signed loss (safe-rlhf's ``sequence-wise``), or Bradley-Terry
+    alone on which response is safer (HC-RLHF's ``sequence-wise-bt``, for data without safe/unsafe labels)."""
+
+    loss: str = field(default="signed", metadata={"help": f"cost loss: {', '.join(COST_LOSSES)} (bt ignores the "
+                                                           "is_safe labels)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("loss", self.loss, COST_LOSSES)
 
 
 @dataclass

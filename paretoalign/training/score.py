@@ -21,7 +21,7 @@ from ..generation.chat import pad_id
 from ..models.score_model import load_score_model, sequence_scores
 from ..objectives.learned import ScoreModelObjective, render_for_scoring
 from .base import DataReport, Trainer, make_trainable
-from .config import ScoreModelConfig
+from .config import CostModelConfig, ScoreModelConfig
 from .losses import bradley_terry_loss, regression_loss, signed_cost_loss
 
 
@@ -107,8 +107,13 @@ class CostModelTrainer(ScoreModelTrainer):
     """Safe-RLHF cost model on safety pairs: safer < unsafer and the sign says safe (< 0) or unsafe (> 0)."""
 
     kind = "cost-model"
-    required_columns = ("prompt", "response_0", "response_1", "safer", "is_safe_0", "is_safe_1")
+    config: CostModelConfig
     sequences = ("safer", "unsafer")
+
+    def __init__(self, config: CostModelConfig, train_data, eval_data=None, **kwargs: Any) -> None:
+        labels = () if config.loss == "bt" else ("is_safe_0", "is_safe_1")
+        self.required_columns = ("prompt", "response_0", "response_1", "safer", *labels)
+        super().__init__(config, train_data, eval_data, **kwargs)
 
     def encode(self, record: dict[str, Any], report: DataReport) -> dict[str, Any] | None:
         safer = int(record["safer"])
@@ -117,15 +122,19 @@ class CostModelTrainer(ScoreModelTrainer):
         responses = (record["response_0"], record["response_1"])
         if not _distinct_pair(*responses, report):
             return None
-        return {
+        encoded = {
             "safer_input_ids": self.encode_text(record["prompt"], responses[safer], report),
             "unsafer_input_ids": self.encode_text(record["prompt"], responses[1 - safer], report),
-            "safer_is_safe": bool(record[f"is_safe_{safer}"]),
-            "unsafer_is_safe": bool(record[f"is_safe_{1 - safer}"]),
         }
+        if self.config.loss != "bt":
+            encoded["safer_is_safe"] = bool(record[f"is_safe_{safer}"])
+            encoded["unsafer_is_safe"] = bool(record[f"is_safe_{1 - safer}"])
+        return encoded
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         safer, unsafer = self.scores(batch)
+        if self.config.loss == "bt":
+            return bradley_terry_loss(unsafer, safer, self.config.regularization)
         return signed_cost_loss(safer, unsafer, batch["safer_is_safe"], batch["unsafer_is_safe"],
                                 self.config.regularization)
 
