@@ -138,6 +138,36 @@ def _same_answers(first: PointResult, preference: Preference) -> PointResult:
     return replace(first, weights=preference.as_dict(), tokens=0, seconds=0.0)
 
 
+def batches_grid(policy: SteerablePolicy) -> bool:
+    """True when one ``generate`` call can serve every grid point (the policy mixes preferences in a batch)."""
+    return bool(getattr(policy, "mixes_preferences", False)) and not getattr(policy, "ignores_preference", False)
+
+
+def _generate_grid(
+    policy: SteerablePolicy,
+    prompts: list[str],
+    grid: Sequence[Preference],
+    config: GenerationConfig,
+    samples_per_prompt: int,
+    progress: bool,
+) -> list[tuple[list[Response], float]]:
+    """Every point's responses (as ``sample_passes`` gives them) from one call per sample pass over all points'
+    rows (a progress bar over its batches); each point is charged the time in proportion to its tokens."""
+    rows = [preference for preference in grid for _ in prompts]
+    passes = []
+    start = time.perf_counter()
+    for sample in range(samples_per_prompt):
+        seed = None if config.seed is None else config.seed + sample
+        passes.append(policy.generate(prompts * len(grid), rows, replace(config, seed=seed,
+                                                                         progress=config.progress or progress)))
+    seconds = time.perf_counter() - start
+    size = len(prompts)
+    points = [[r for answers in passes for r in answers[i * size : (i + 1) * size]] for i in range(len(grid))]
+    tokens = [sum(int(r.meta.get(GENERATED_TOKENS, len(r.token_ids))) for r in point) for point in points]
+    total = sum(tokens)
+    return [(point, seconds * (count / total if total else 1 / len(grid))) for point, count in zip(points, tokens)]
+
+
 def evaluate(
     policy: SteerablePolicy,
     objectives: Sequence[Objective],
@@ -152,7 +182,9 @@ def evaluate(
 
     Objectives must already carry normalization statistics (see ``objectives.fit_reference_normalization``)
     so that every method is measured on the same scale. Sample s of each prompt uses seed
-    ``config.seed + s`` at every point; ``seconds`` is the wall time of generation alone. A trained
+    ``config.seed + s`` at every point; ``seconds`` is the wall time of generation alone. A policy that
+    mixes preferences in a batch answers all points' rows of a sample pass in one call (:func:`batches_grid`;
+    the same answers as point by point, seeds being per preference), its time shared out by tokens. A trained
     policy's ``training_cost`` (``generated_tokens``, ``trained_tokens``, ``wall_time_s``) is carried over.
     """
     config = config or GenerationConfig()
@@ -160,14 +192,20 @@ def evaluate(
     axes = _check_sweep(policy, objectives, prompt_list, grid, samples_per_prompt, constraints)
     reference = policy.reference()
     repeated = prompt_list * samples_per_prompt
+    batched = (_generate_grid(policy, prompt_list, grid, config, samples_per_prompt, progress)
+               if batches_grid(policy) else None)
     points: list[PointResult] = []
-    for preference in tqdm(grid, desc=f"evaluating {policy.name}", unit="point", disable=not progress):
+    for index, preference in enumerate(tqdm(grid, desc=f"evaluating {policy.name}", unit="point",
+                                            disable=not progress)):
         if points and getattr(policy, "ignores_preference", False):
             points.append(_same_answers(points[0], preference))
             continue
-        start = time.perf_counter()
-        responses = sample_passes(policy, prompt_list, preference, config, samples_per_prompt)
-        seconds = time.perf_counter() - start
+        if batched is None:
+            start = time.perf_counter()
+            responses = sample_passes(policy, prompt_list, preference, config, samples_per_prompt)
+            seconds = time.perf_counter() - start
+        else:
+            responses, seconds = batched[index]
         kl = _sequence_kl(responses, repeated, reference, config)
         kept = min(SAMPLES_KEPT_PER_POINT, len(prompt_list))
         points.append(_measure_point(preference, responses, repeated, seconds, objectives, constraints, kl, kept))

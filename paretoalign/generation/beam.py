@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -185,11 +185,13 @@ def generate_with_scorer(
     length_penalty: float = 1.0,
     rendered: bool = False,
     scorer_rows: bool = False,
+    seed_groups: Sequence[Hashable] | None = None,
 ) -> list[Response]:
     """One response per prompt from a fresh ``make_scorer()`` per batch, batched like ``generate``; a scorer
     that is a context manager is entered for its batch's decode (set-up and clean-up once per batch).
     ``scorer_rows``: call ``make_scorer(rows)`` with the indices of the batch's prompts instead, for scorers
-    with per-prompt settings (MAVIS's per-row value weights, MOD's per-row policy weights).
+    with per-prompt settings (MAVIS's per-row value weights, MOD's per-row policy weights). ``seed_groups``: each
+    row's preference, so that rows draw what a call per preference would (:func:`~.sampling.sequence_seeds`).
 
     ``beams == 1``: greedy or seeded sampling with ``TokenSampler`` (the same seeds as ``generate``);
     ``beams > 1``: beam search, the best candidate (deterministic, so its ``logprobs`` are 0 like greedy
@@ -203,7 +205,7 @@ def generate_with_scorer(
     empty = [i for i, ids in enumerate(prompt_ids) if not ids]
     if empty:
         raise ConfigError(f"prompt {empty[0]} is empty after tokenization; give it some text")
-    seeds = sequence_seeds(config.seed, prompts)
+    seeds = sequence_seeds(config.seed, prompts, seed_groups)
     stops = StopStrings(tokenizer, config.stop) if config.stop else None
     responses: list[Response | None] = [None] * len(prompts)
     batches = length_sorted_batches(prompt_ids, config.batch_size)

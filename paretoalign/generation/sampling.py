@@ -4,7 +4,9 @@ Runs the one decoding loop (``beam.generate_with_scorer`` over ``decoding.decode
 ``model.generate``) with transformers' own temperature / top-k / top-p warpers. Each sequence draws from its own random
 generator, seeded from ``(config.seed, prompt text, how often that prompt came before in the call)``,
 so a sample does not depend on batch size or on the other prompts of the call (up to the float
-rounding that padding can change), and a prompt given twice gets two different samples.
+rounding that padding can change), and a prompt given twice gets two different samples. A call that
+serves several preferences passes ``seed_groups`` (each row's preference): occurrences then count per
+group, so each row draws what a call for its preference alone would draw (batched sweeps and servers).
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from contextvars import ContextVar
 
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
+from ..core.errors import ConfigError
 from .decoding import CausalLMScorer, Decoded, eos_token_ids, evaluation_mode
 from .policy import GenerationConfig, Response
 
@@ -54,15 +57,21 @@ def reporting_steps(choose, prompts: Sequence[str], batch: Sequence[int]):
     return report
 
 
-def sequence_seeds(seed: int | None, prompts: Sequence[str]) -> list[int]:
-    """One seed per prompt from ``(seed, prompt, occurrence)``; ``seed=None`` draws them from torch's RNG."""
+def sequence_seeds(seed: int | None, prompts: Sequence[str], groups: Sequence[Hashable] | None = None) -> list[int]:
+    """One seed per prompt from ``(seed, prompt, occurrence)``; ``seed=None`` draws them from torch's RNG.
+
+    ``groups`` (one key per prompt, e.g. its preference): the occurrence counts within the prompt's group, so
+    each group's rows get the seeds a call with that group's rows alone would get (one group: the plain seeds).
+    """
+    if groups is not None and len(groups) != len(prompts):
+        raise ConfigError(f"got {len(groups)} seed groups for {len(prompts)} prompts; give one per prompt")
     if seed is None:
         return torch.randint(0, 2**SEED_BITS - 1, (len(prompts),)).tolist()
-    seen: Counter[str] = Counter()
+    seen: Counter[tuple[Hashable, str]] = Counter()
     seeds = []
-    for prompt in prompts:
-        key = f"{seed}\x00{seen[prompt]}\x00{prompt}".encode()
-        seen[prompt] += 1
+    for prompt, group in zip(prompts, groups if groups is not None else [None] * len(prompts)):
+        key = f"{seed}\x00{seen[group, prompt]}\x00{prompt}".encode()
+        seen[group, prompt] += 1
         seeds.append(int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> (64 - SEED_BITS))
     return seeds
 
@@ -191,11 +200,13 @@ def generate(
     config: GenerationConfig,
     *,
     rendered: bool = False,
+    seed_groups: Sequence[Hashable] | None = None,
 ) -> list[Response]:
     """Sample one response per prompt, in the order given, batched with left padding and a KV cache.
 
     Prompts are user messages rendered with the chat template (and ``config.system_prompt``) unless
     ``rendered`` says they are already model-ready text. Ends at EOS, a stop string or max_new_tokens.
+    ``seed_groups``: each row's preference when one call serves several (see :func:`sequence_seeds`).
     This is the one decoding loop (``beam.generate_with_scorer``) over the model's own next-token scores.
     """
     from .beam import generate_with_scorer  # beam builds on this module's sampler
@@ -203,4 +214,4 @@ def generate(
     scorer = CausalLMScorer(model, max_new_tokens=config.max_new_tokens)  # every batch: a compiled step keeps its cache
     with evaluation_mode(model):
         return generate_with_scorer(lambda: scorer, tokenizer, prompts, config, eos_ids=eos_token_ids(model, tokenizer),
-                                    device=model.device, rendered=rendered)
+                                    device=model.device, rendered=rendered, seed_groups=seed_groups)

@@ -32,7 +32,7 @@ under the tilted top-k distribution actually sampled from, as the KL to the refe
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -307,6 +307,7 @@ def value_guided_generate(
     *,
     beams: int = 1,
     rendered: bool = False,
+    seed_groups: Sequence[Hashable] | None = None,
 ) -> list[Response]:
     """One response per prompt from the reference tilted by the weighted value models.
 
@@ -314,12 +315,14 @@ def value_guided_generate(
     :func:`~paretoalign.generation.sampling.generate` (with ``beta=0`` it draws the same tokens as
     ``generate`` with ``top_k=k``); ``weighted_values`` are ``(weight, value model)`` pairs, a weight one
     number or one per prompt (rows of a batch may then weight the models differently).
-    ``beams > 1``: beam search over the tilted scores instead of sampling (the best beam).
+    ``beams > 1``: beam search over the tilted scores instead of sampling (the best beam). ``seed_groups``: each
+    row's preference when rows carry different ones (seeds as for a call per preference).
     """
     make_scorer, eos_ids = _scorer_factory(reference_model, tokenizer, config, prompts, weighted_values, settings)
     with _evaluation_modes(reference_model, weighted_values):
         return generate_with_scorer(make_scorer, tokenizer, prompts, guided_sampler_config(config), eos_ids=eos_ids,
-                                    device=reference_model.device, beams=beams, rendered=rendered, scorer_rows=True)
+                                    device=reference_model.device, beams=beams, rendered=rendered, scorer_rows=True,
+                                    seed_groups=seed_groups)
 
 
 def _scorer_factory(reference_model, tokenizer, config: GenerationConfig, prompts: Sequence[str], weighted_values,

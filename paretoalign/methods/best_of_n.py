@@ -45,7 +45,8 @@ class BestOfNPolicy:
         self._cache: tuple[tuple, dict[int | None, list[Response]]] | None = None
 
     def generate(self, prompts: Sequence[str], preference: PreferenceArg, config: GenerationConfig) -> list[Response]:
-        """One pool of N samples per prompt, each row re-ranked by its own preference."""
+        """One pool of N samples per prompt, each row re-ranked by its own preference; a prompt asked under
+        several preferences shares the pool that a call per preference would draw (its tokens counted once)."""
         import numpy as np
 
         from ..generation.policy import GENERATED_TOKENS, KL_SELECTION, STEERING, preferences_per_prompt
@@ -54,17 +55,20 @@ class BestOfNPolicy:
         preferences = preferences_per_prompt(prompts, preference)
         if any(item is None for item in preferences):
             raise ConfigError("best-of-N needs a preference to rank its samples; give weights")
-        candidates, fresh = self._candidates(prompts, config)
+        pool_prompts, pool_of_row = _pools(prompts, preferences)
+        candidates, fresh = self._candidates(pool_prompts, config)
         active = {name for item in preferences for name in item.active()}
         scorers = [objective for objective in self.scorers if objective.name in active]
         rewards = reward_all(scorers, [c.prompt for c in candidates], [c.text for c in candidates])
-        chosen = []
-        for index, item in enumerate(preferences):
-            rows = slice(index * self.n, (index + 1) * self.n)
+        chosen, counted = [], set()
+        for pool, item in zip(pool_of_row, preferences):
+            rows = slice(pool * self.n, (pool + 1) * self.n)
             group = candidates[rows]
             scores = scalarize({name: values[rows] for name, values in rewards.items()}, item)
             best = group[int(np.argmax(scores))]
-            best.meta[GENERATED_TOKENS] = sum(len(c.token_ids) for c in group) if fresh else 0
+            best = replace(best, meta=dict(best.meta))
+            best.meta[GENERATED_TOKENS] = sum(len(c.token_ids) for c in group) if fresh and pool not in counted else 0
+            counted.add(pool)
             best.meta[KL_SELECTION] = best_of_n_kl(self.n)
             best.meta[STEERING] = {"ranked_samples": self.n, "scalarized_reward": float(np.max(scores))}
             chosen.append(best)
@@ -88,6 +92,21 @@ class BestOfNPolicy:
 
     def reference(self) -> tuple[Any, Any]:
         return self.model, self.tokenizer
+
+
+def _pools(prompts: Sequence[str], preferences: Sequence[Preference]) -> tuple[list[str], list[int]]:
+    """The distinct (prompt, occurrence among its preference's rows) of a call, in order, and each row's index
+    among them: pools drawn for these prompts get the seeds each call per preference would give its rows."""
+    from collections import Counter
+
+    seen: Counter[tuple[Preference, str]] = Counter()
+    index: dict[tuple[str, int], int] = {}
+    pool_of_row = []
+    for prompt, item in zip(prompts, preferences):
+        key = (prompt, seen[item, prompt])
+        seen[item, prompt] += 1
+        pool_of_row.append(index.setdefault(key, len(index)))
+    return [prompt for prompt, _ in index], pool_of_row
 
 
 @dataclass

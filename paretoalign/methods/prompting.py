@@ -57,10 +57,11 @@ class PromptingPolicy:
 
     def generate(self, prompts: Sequence[str], preference: PreferenceArg, config: GenerationConfig) -> list[Response]:
         """One batch for every preference: each row's preference is written into its own prompt."""
-        from ..generation import STEERING, generate
+        from ..generation import STEERING, generate, preferences_per_prompt
 
-        steered = self.steer(prompts, preference)
-        responses = generate(self.model, self.tokenizer, steered, config)
+        preferences = preferences_per_prompt(prompts, preference)
+        steered = self.steer(prompts, preferences)
+        responses = generate(self.model, self.tokenizer, steered, config, seed_groups=preferences)
         for prompt, message, response in zip(prompts, steered, responses):
             response.prompt = prompt
             response.meta[STEERING] = {"instructions": message[len(prompt):].strip()}

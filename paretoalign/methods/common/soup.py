@@ -2,12 +2,15 @@
 interpolation"), shared by Rewarded Soups and Personalized Soups.
 
 All adapters load once on one base; each preference w merges them in memory, W0 + Σ_k w_k ΔW_k
-(``models.merge_lora_deltas``), or Σ_k w_k θ_k for full models (``models.interpolate_models``). Nothing is read
-from or written to disk after construction.
+(``models.merge_lora_deltas``), or Σ_k w_k θ_k for full models (``models.interpolate_models``). LoRA deltas
+generate by per-row mixing instead (``models.mix_lora_rows``: row i runs W0 + Σ_k w_k(i) ΔW_k, the merged model
+for its weights), so rows with different preferences share a batch (the server, the batched sweep). Nothing is
+read from or written to disk after construction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from collections.abc import Mapping, Sequence
@@ -35,9 +38,10 @@ class SoupPolicy:
     ``"average_ab"`` is the P-Soups/SIPO averaging of A and B, on request only), Σ_k w_k θ_k for full models.
 
     ``models`` maps each objective to a LoRA adapter folder or a full model folder (all of one kind). LoRA
-    adapters are injected into ``base_model`` in place, so give it a base no other policy uses. The last
-    merge is kept: the same weights again cost nothing; a preference with all weight on one objective
-    runs that objective's adapter as trained.
+    adapters are injected into ``base_model`` in place, so give it a base no other policy uses. ``generate``
+    mixes LoRA deltas per row (``mixes_preferences``); otherwise, and in :meth:`merge`, the last merge is kept:
+    the same weights again cost nothing; a preference with all weight on one objective runs that objective's
+    adapter as trained.
     """
 
     uses_scorers_at_decode = False
@@ -98,18 +102,42 @@ class SoupPolicy:
         self._merged_weights = weights
         return self.model
 
+    @property
+    def mixes_preferences(self) -> bool:
+        """LoRA deltas (``mode="delta"``) mix per row in one batch; full models and average_ab merge per preference."""
+        return self.kind == "adapter" and self.mode == "delta"
+
     def generate(self, prompts: Sequence[str], preference: PreferenceArg, config: GenerationConfig) -> list[Response]:
-        """Sample from the soup merged for each preference (rows grouped by preference)."""
-        from ...generation import STEERING, generate, generate_by_preference
+        """Sample from the soup of each row's preference: LoRA deltas mixed per row in one batch, else merged
+        per preference (rows grouped by preference)."""
+        from ...generation import STEERING, generate, generate_by_preference, preferences_per_prompt
 
         def one(group: list[str], item: Preference | None) -> list[Response]:
-            responses = generate(self.merge(item), self.tokenizer, group, config)
-            weights = dict(zip(self.objectives, self._merged_weights or ()))
-            for response in responses:
-                response.meta[STEERING] = {"merge_weights": weights, "mode": self.mode}
-            return responses
+            return generate(self.merge(item), self.tokenizer, group, config)
 
-        return generate_by_preference(prompts, preference, one)
+        preferences = preferences_per_prompt(prompts, preference)
+        rows = [self.weights_for(item) for item in preferences]
+        if self.mixes_preferences:
+            responses = self._generate_mixed(list(prompts), rows, preferences, config)
+        else:
+            responses = generate_by_preference(prompts, preferences, one)
+        for response, weights in zip(responses, rows):
+            response.meta[STEERING] = {"merge_weights": dict(zip(self.objectives, weights)), "mode": self.mode}
+        return responses
+
+    def _generate_mixed(self, prompts: list[str], rows: list[tuple[float, ...]],
+                        preferences: Sequence[Preference | None], config: GenerationConfig) -> list[Response]:
+        """One decode over all rows, each batch's rows running W0 + Σ_k rows[i][k] ΔW_k; seeds per preference."""
+        from ...generation.beam import generate_with_scorer
+        from ...generation.decoding import eos_token_ids, evaluation_mode
+
+        def scorer(batch: Sequence[int]) -> _RowMixingScorer:
+            return _RowMixingScorer(self.model, self.adapter_names, [rows[i] for i in batch], config.max_new_tokens)
+
+        eos_ids = eos_token_ids(self.model, self.tokenizer)
+        with evaluation_mode(self.model):
+            return generate_with_scorer(scorer, self.tokenizer, prompts, config, eos_ids=eos_ids,
+                                        device=self.model.device, scorer_rows=True, seed_groups=preferences)
 
     def reference(self) -> tuple[Any, Any]:
         """π_ref: the base with every adapter off (LoRA soups), or the untouched base model (full soups)."""
@@ -118,6 +146,37 @@ class SoupPolicy:
         if self.kind == "adapter":
             return AdapterFreeModel(self.model), self.tokenizer
         return self.base_model, self.tokenizer
+
+
+class _RowMixingScorer:
+    """The model's KV-cache scorer with each row of the batch under its own LoRA weights: entering installs them
+    (``models.mix_lora_rows``), leaving removes them; a row leaving the batch takes its weights along."""
+
+    def __init__(self, model: Any, adapters: Sequence[str], weights: Sequence[Sequence[float]], max_new_tokens: int):
+        from ...generation.decoding import CausalLMScorer
+
+        self.inner = CausalLMScorer(model, max_new_tokens=max_new_tokens)
+        self.adapters, self.weights = list(adapters), weights
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> "_RowMixingScorer":
+        from ...models.mixing import mix_lora_rows
+
+        self.mixing = self._stack.enter_context(mix_lora_rows(self.inner.model, self.adapters, self.weights))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.inner.start(input_ids, attention_mask)
+
+    def extend(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.inner.extend(tokens)
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        self.inner.keep_rows(rows)
+        self.mixing.keep_rows(rows)
 
 
 def _soup_kind(folders: Mapping[str, Path]) -> str:

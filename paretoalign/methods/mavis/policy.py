@@ -94,7 +94,8 @@ class MAVISPolicy:
         from ...generation.policy import STEERING, preferences_per_prompt
         from ...generation.value_guided import value_guided_beam_search, value_guided_generate
 
-        weights = self.row_weights(preferences_per_prompt(prompts, preference))
+        preferences = preferences_per_prompt(prompts, preference)
+        weights = self.row_weights(preferences)
         weighted = [(row_weights, self.value_model(name)) for name, row_weights in weights.items()]
         if self.candidates > 1:
             ranked = value_guided_beam_search(self.reference_model, self.tokenizer, prompts, config, weighted,
@@ -102,7 +103,7 @@ class MAVISPolicy:
             responses = [group[0] for group in ranked]
         else:
             responses = value_guided_generate(self.reference_model, self.tokenizer, prompts, config, weighted,
-                                              self.settings, beams=self.beams)
+                                              self.settings, beams=self.beams, seed_groups=preferences)
         for row, response in enumerate(responses):
             response.meta[STEERING] = {"value_weights": {name: w[row] for name, w in weights.items() if w[row] > 0},
                                        "beta": self.settings.beta, "top_k": self.settings.top_k}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from ...core.errors import ConfigError
@@ -51,22 +51,24 @@ class RiCPolicy:
 
     def generate(self, prompts: Sequence[str], preference: PreferenceArg, config: GenerationConfig) -> list[Response]:
         """One batch for every preference: each row's targets are written into its own prompt."""
-        targets = [self.targets_for(item) for item in preferences_per_prompt(prompts, preference)]
-        return self.generate_for_targets(prompts, targets, config)
+        preferences = preferences_per_prompt(prompts, preference)
+        targets = [self.targets_for(item) for item in preferences]
+        return self.generate_for_targets(prompts, targets, config, seed_groups=preferences)
 
     def generate_for_targets(
-        self, prompts: Sequence[str], targets: Sequence[Mapping[str, float]], config: GenerationConfig
+        self, prompts: Sequence[str], targets: Sequence[Mapping[str, float]], config: GenerationConfig,
+        seed_groups: Sequence[Hashable] | None = None,
     ) -> list[Response]:
         """Answer prompt i at ``targets[i]`` (clipped into the fitted range, with a warning) in one batched call.
 
         Responses keep the plain prompt (what objectives score and π_ref sees); ``meta["steering"]["targets"]``
-        records the targets used.
+        records the targets used. ``seed_groups``: each row's preference (``generate``'s seeds per preference).
         """
         if len(prompts) != len(targets):
             raise ConfigError(f"got {len(prompts)} prompts for {len(targets)} target vectors; give one per prompt")
         clipped = [clip_targets(row, self.target_range) for row in targets]
         conditioned = [self.conditioning.condition(prompt, row) for prompt, row in zip(prompts, clipped)]
-        responses = generate(self.model, self.tokenizer, conditioned, config)
+        responses = generate(self.model, self.tokenizer, conditioned, config, seed_groups=seed_groups)
         for prompt, row, response in zip(prompts, clipped, responses):
             response.prompt = prompt
             response.meta[STEERING] = {"targets": row}
