@@ -61,3 +61,23 @@ def test_identical_pairs_are_skipped(tiny_model_dir, tmp_path):
     same = {**PAIRS[0], "rejected": PAIRS[0]["chosen"]}
     trainer = DPOTrainer(dpo_config(tiny_model_dir, tmp_path), PAIRS[1:] + [same])
     assert trainer.data_report.skipped == {"identical chosen and rejected": 1}
+
+
+def test_modpo_margins_from_margin_models_equal_the_objectives_scores(tiny_model_dir, tmp_path):
+    from paretoalign.core.errors import ConfigError
+    from paretoalign.objectives import load_objectives
+
+    bare = [{key: pair[key] for key in ("prompt", "chosen", "rejected")} for pair in PAIRS]
+    settings = dpo_config(tiny_model_dir, tmp_path, loss="modpo", modpo_weights=[0.6, 0.4],
+                          margin_models=["conciseness"], max_steps=2)
+    trainer = DPOTrainer(settings, bare)
+    (conciseness,) = load_objectives("conciseness")
+    batch = trainer.collate(trainer.train_examples)
+    for side in ("chosen", "rejected"):
+        expected = conciseness.direction * torch.tensor(conciseness.score(PROMPTS, [p[side] for p in PAIRS]))
+        assert torch.allclose(batch[f"margin_{side}"].squeeze(-1), expected.float())
+    assert batch["margin_chosen"][0, 0] > batch["margin_rejected"][0, 0]  # the shorter answer is more concise
+    assert trainer.train().steps == 2
+    with pytest.raises(ConfigError, match="one per modpo weight after w0"):
+        dpo_config(tiny_model_dir, tmp_path, loss="modpo", modpo_weights=[0.6, 0.4],
+                   margin_models=["conciseness", "simplicity"])

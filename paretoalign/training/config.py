@@ -136,6 +136,9 @@ class DPOConfig(TrainConfig):
     margin_max: float = field(default=10.0, metadata={"help": "adaptive margin upper clamp (log-ratio units)"})
     ema_decay: float = field(default=0.99, metadata={"help": "EMA decay of the ema_margin reference"})
     modpo_weights: list[float] = field(default_factory=list, metadata={"help": "MODPO weights w0 w1 ..."})
+    margin_models: list[str] = field(default_factory=list, metadata={
+        "help": "MODPO margin models: one objective spec per weight after w0 (e.g. rm:runs/rm/model), scoring "
+                "each pair's responses into margin_chosen/margin_rejected (else the records must carry them)"})
     system_prompt: str | None = field(default=None, metadata={"help": "system message for the chat template"})
     precompute_reference: bool = field(
         default=False, metadata={"help": "score the reference once before training (always on for full fine-tuning)"}
@@ -149,6 +152,9 @@ class DPOConfig(TrainConfig):
             raise ConfigError(f"beta must be > 0, got {self.beta}")
         if self.loss == "modpo" and (len(self.modpo_weights) < 2 or self.modpo_weights[0] <= 0):
             raise ConfigError("loss modpo needs modpo_weights with w0 > 0 and one weight per margin, e.g. 0.6 0.4")
+        if self.margin_models and (self.loss != "modpo" or len(self.margin_models) != len(self.modpo_weights) - 1):
+            raise ConfigError(f"margin_models are for loss modpo, one per modpo weight after w0; got "
+                              f"{len(self.margin_models)} for weights {self.modpo_weights} with loss {self.loss}")
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:

@@ -9,7 +9,8 @@ are masked exactly as in SFT (``sft.tokenize_completion``), so Δ(y) sums over r
 Record columns: ``prompt``, ``chosen``, ``rejected``; plus ``margin`` (loss ``margin``);
 ``unpref_chosen``/``unpref_rejected``, the lower-ranked pair on the same prompt (``adaptive_margin``,
 ``ema_margin``); ``margin_chosen``/``margin_rejected``, the other objectives' scores of each response,
-one number or a list (``modpo``).
+one number or a list (``modpo``), or computed by ``margin_models`` (MODPO's margin reward models, any
+objective spec) when the config names them.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from ..core.errors import DataError
 from ..generation.chat import pad_id, render_prompts
 from ..models.lora import reference_mode
-from .base import DataReport, Trainer, load_causal_lm
+from .base import DataReport, Trainer, as_record_dict, load_causal_lm
 from .config import DPOConfig
 from .logprobs import IGNORE_INDEX, response_logprobs
 from .losses import (
@@ -53,6 +55,9 @@ class DPOTrainer(Trainer):
         self.required_columns = ("prompt", *PAIR, *EXTRA_COLUMNS.get(config.loss, ()))
         self.sides = PAIR + UNPREFERRED if config.loss in ("adaptive_margin", "ema_margin") else PAIR
         self.ema = EMAMarginReference(config.ema_decay) if config.loss == "ema_margin" else None
+        if config.margin_models:
+            train_data = with_margins(train_data, config.margin_models)
+            eval_data = None if eval_data is None else with_margins(eval_data, config.margin_models)
         super().__init__(config, train_data, eval_data, **kwargs)
         if self.ema is not None:
             self.ema.update(self.model)
@@ -183,6 +188,26 @@ class DPOTrainer(Trainer):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
+
+
+def with_margins(records: Sequence[Any], margin_models: Sequence[str]) -> list[dict[str, Any]]:
+    """Pair records with ``margin_chosen``/``margin_rejected`` scored by MODPO's margin models: each model's
+    direction-oriented score of the chosen and of the rejected response (higher is better), in the given order."""
+    from ..objectives import load_objectives
+
+    rows = [as_record_dict(record) for record in records]
+    missing = [side for side in ("prompt", *PAIR) if rows and side not in rows[0]]
+    if missing:
+        raise DataError(f"dpo data misses column(s) {', '.join(missing)}; each record needs prompt, chosen, rejected")
+    prompts = [row["prompt"] for row in rows]
+    objectives = load_objectives(list(margin_models))
+    for side in PAIR:
+        texts = [row[side] for row in rows]
+        scores = [objective.direction * np.asarray(objective.score(prompts, texts), dtype=np.float64)
+                  for objective in objectives]
+        for index, row in enumerate(rows):
+            row[f"margin_{side}"] = [float(values[index]) for values in scores]
+    return rows
 
 
 def _number(value: Any, column: str) -> float:
