@@ -253,6 +253,7 @@ def test_the_merge_of_dimensions_is_the_soup_mechanism(fitted, tiny_model_dir, t
     assert [r.token_ids for r in ours] == [r.token_ids for r in theirs]
     assert [r.prompt for r in ours] == PROMPTS
     ids = tiny[1](steer(PROMPTS[0], texts), return_tensors="pt").input_ids
+    soup.merge(preference)  # the soup generates by per-row mixing; its merged model is the oracle here
     with torch.no_grad():
         merged, peer = policy.soup.model(ids).logits, soup.model(ids).logits
         base = tiny[0](ids).logits
