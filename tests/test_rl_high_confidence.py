@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy import stats
@@ -88,11 +89,12 @@ def test_pessimism_factor_rejects_degenerate_inputs(bad):
         pessimism_factor(**args)
 
 
-def test_cost_bound_uses_window_mean_and_population_std():
+def test_cost_bound_uses_window_mean_and_sample_std():
     window = torch.tensor([0.0, 1.0, 2.0, 5.0])
     bound = cost_bound(window, k=0.5)
     assert bound.mean == pytest.approx(2.0)
-    assert bound.std == pytest.approx(float(window.std(correction=0)))
+    assert bound.std == pytest.approx(float(np.std([0.0, 1.0, 2.0, 5.0], ddof=1)))
+    assert cost_bound(torch.tensor([3.0]), k=0.5).std == 0.0
     assert bound.upper == pytest.approx(2.0 + 0.5 * bound.std)
 
 
@@ -101,12 +103,13 @@ def test_push_window_keeps_the_newest_costs():
     torch.testing.assert_close(window, torch.tensor([2.0, 3.0, 4.0, 5.0]))
 
 
-def test_surrogate_cost_gradient_equals_autograd_of_mean_plus_k_sigma():
+def test_surrogate_cost_gradient_equals_autograd_of_mean_plus_k_population_sigma():
     generator = torch.Generator().manual_seed(0)
     costs = torch.randn(16, generator=generator, dtype=torch.float64) * 2 + 1
     k = 0.7
     exact = costs.clone().requires_grad_(True)
-    (exact.mean() + k * exact.std(correction=0)).backward()
+    n = costs.numel()
+    (exact.mean() + k * (n - 1) / n * exact.std(correction=1)).backward()
     via_surrogate = costs.clone().requires_grad_(True)
     bound = cost_bound(costs, k)
     surrogate_cost(via_surrogate, bound).mean().backward()

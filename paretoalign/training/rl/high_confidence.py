@@ -10,9 +10,9 @@ Pure functions on tensors, no model and no state:
   c~ = c + k * (c^2 - 2 c mu)/(2 sigma) whose mean has the gradient of mu + k*sigma;
 - the safety test on held-out costs: UCB = mean + t(1-delta, n-1) * std/sqrt(n), pass iff UCB <= tau.
 
-Conventions (stated once, used everywhere): the training bound uses the *population* std of the cost
-window (ddof=0), because that is the sigma whose gradient the surrogate cost reproduces exactly; the
-safety test uses the *sample* std (ddof=1), as the Student-t interval is defined with it. The dual step
+Conventions (stated once, used everywhere): sigma is the *sample* std (ddof=1), as in the original and as the
+Student-t interval is defined, both for the training bound and the safety test; with it the surrogate's mean
+has the gradient of mu + k*(n-1)/n*sigma, the original's arithmetic. The dual step
 on -(mu + k*sigma - tau) * lambda is PPO-Lag's log-lambda SGD (``lagrangian.LagrangeMultiplier``) fed with
 the violation ``CostBound.upper - tau``; lambda stays > 0, is unbounded unless a lambda_max is given, and
 moves in proportion to itself.
@@ -110,7 +110,7 @@ def pessimism_factor(window_size: int, safety_size: int, delta: float, c1: float
 
 @dataclass(frozen=True)
 class CostBound:
-    """The pessimistic cost estimate of one step: window mean, population std, factor k and mu + k*sigma."""
+    """The pessimistic cost estimate of one step: window mean, sample std (ddof=1), factor k and mu + k*sigma."""
 
     mean: float
     std: float
@@ -125,7 +125,8 @@ class CostBound:
 def cost_bound(window: torch.Tensor, k: float) -> CostBound:
     """The bound of a cost window (1-D tensor of recent per-sample costs)."""
     window = window.detach().double()
-    return CostBound(float(window.mean()), float(window.std(correction=0)), k)
+    std = float(window.std(correction=1)) if window.numel() > 1 else 0.0
+    return CostBound(float(window.mean()), std, k)
 
 
 def push_window(window: torch.Tensor, costs: torch.Tensor, size: int) -> torch.Tensor:
