@@ -43,7 +43,6 @@ class MODPolicy:
     """
 
     uses_scorers_at_decode = False
-    mixes_preferences = True
 
     def __init__(
         self,
@@ -107,17 +106,15 @@ class MODPolicy:
         ``Response.logprobs`` are under the distribution sampled from."""
         from ...generation import STEERING, preferences_per_prompt
 
-        preferences = preferences_per_prompt(prompts, preference)
-        rows = [self.weights(item) for item in preferences]
-        responses = self._decode(list(prompts), rows, config, seed_groups=preferences)
+        rows = [self.weights(item) for item in preferences_per_prompt(prompts, preference)]
+        responses = self._decode(list(prompts), rows, config)
         fusion = "per_token" if self.per_token else "prefix"
         for response, row in zip(responses, rows):
             applied = {objective: weight for objective, weight in zip(self.objectives, row) if weight > 0}
             response.meta[STEERING] = {"policy_weights": applied, "divergence": self.divergence, "fusion": fusion}
         return responses
 
-    def _decode(self, prompts: list[str], rows: list[list[float]], config: GenerationConfig,
-                seed_groups: Sequence[Preference | None] | None = None) -> list[Response]:
+    def _decode(self, prompts: list[str], rows: list[list[float]], config: GenerationConfig) -> list[Response]:
         from ...generation.beam import generate_with_scorer
         from ...generation.decoding import eos_token_ids, evaluation_mode
 
@@ -128,7 +125,7 @@ class MODPolicy:
             return generate_with_scorer(
                 lambda batch: self.scorer([rows[i] for i in batch]), self.tokenizer, prompts, config,
                 eos_ids=eos_token_ids(first, self.tokenizer), device=first.device, beams=self.beams,
-                length_penalty=self.length_penalty, scorer_rows=True, seed_groups=seed_groups,
+                length_penalty=self.length_penalty, scorer_rows=True,
             )
 
     def reference(self) -> tuple[Any, Any]:
