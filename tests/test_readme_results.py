@@ -28,12 +28,17 @@ RESULTS = {
 }
 
 
-def test_the_marked_block_is_replaced_and_the_rest_kept(tmp_path):
+@pytest.fixture
+def results(tmp_path) -> Path:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(RESULTS))
+    return path
+
+
+def test_the_marked_block_is_replaced_and_the_rest_kept(tmp_path, results):
     script = load_script()
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:demo -->\nold table\n<!-- /results:demo -->\noutro\n")
-    results = tmp_path / "results.json"
-    results.write_text(json.dumps(RESULTS))
     script.main([str(results), "--name", "demo", "--readme", str(readme)])
     text = readme.read_text()
     assert text.startswith("intro\n<!-- results:demo -->\n```\nmethod")
@@ -42,12 +47,10 @@ def test_the_marked_block_is_replaced_and_the_rest_kept(tmp_path):
     assert "soups          2.500" in text and "simplicity +0.90 (1 wrong steps)" in text
 
 
-def test_missing_markers_or_results_stop_with_one_line(tmp_path):
+def test_missing_markers_or_results_stop_with_one_line(tmp_path, results):
     script = load_script()
     readme = tmp_path / "README.md"
     readme.write_text("no markers here\n")
-    results = tmp_path / "results.json"
-    results.write_text(json.dumps(RESULTS))
     with pytest.raises(SystemExit, match="no '<!-- results:demo -->'"):
         script.main([str(results), "--readme", str(readme)])
     with pytest.raises(SystemExit, match="does not exist; run the sweep first"):
