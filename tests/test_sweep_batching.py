@@ -15,9 +15,10 @@ from paretoalign.evaluation import build_results, weight_grid
 from paretoalign.evaluation.sweep import batches_grid, evaluate
 from paretoalign.generation import BasePolicy, GenerationConfig, generate, sequence_seeds
 from paretoalign.methods.best_of_n import BestOfNPolicy
+from paretoalign.methods.common.mod_policy import MODPolicy
 from paretoalign.methods.prompting import PromptingPolicy
 from paretoalign.methods.soups import SoupPolicy
-from paretoalign.models import attach_lora, load_adapter, save_adapter
+from paretoalign.models import attach_lora, load_adapter, load_adapters, save_adapter
 from paretoalign.objectives import load_objectives
 from paretoalign.objectives.normalization import fit_reference_normalization
 
@@ -194,3 +195,25 @@ def test_soups_that_cannot_mix_per_row_group_rows_by_preference(tiny, tiny_model
     answers = averaged.generate(PROMPTS, [A, B, A, B], GREEDY)
     assert _tokens(answers) == _tokens(_per_preference(averaged, PROMPTS, [A, B, A, B], GREEDY))
 
+
+def test_a_mod_sweep_batched_across_the_grid_equals_point_by_point(tiny, tiny_model_dir, adapter_dirs, objectives):
+    peft_model = load_adapters(_base(tiny_model_dir), adapter_dirs, ["m0", "m1"])
+    mod = MODPolicy(peft_model, tiny[1], list(adapter_dirs), adapter_names=["m0", "m1"])
+    prompts = PROMPTS + PROMPTS[:2]
+    preferences = [A, B, A, B, A, B]
+    assert _tokens(mod.generate(prompts, preferences, SAMPLED)) == _tokens(
+        _per_preference(mod, prompts, preferences, SAMPLED))
+    _sweeps_agree(lambda: mod, objectives, samples=1)
+
+
+def test_mod_with_one_seed_group_draws_a_repeated_prompt_anew_under_each_weight(tiny, tiny_model_dir, adapter_dirs):
+    """SIPO samples one prompt under several weights in one call and needs a distinct draw for each."""
+    peft_model = load_adapters(_base(tiny_model_dir), adapter_dirs, ["m0", "m1"])
+    mod = MODPolicy(peft_model, tiny[1], list(adapter_dirs), adapter_names=["m0", "m1"])
+    prompts, equal = ["Explain the sky."] * 3, Preference.parse("conciseness=0.5,informativeness=0.5")
+    per_preference = _tokens(mod.generate(prompts, equal, SAMPLED))
+    one_group = _tokens(mod.generate(prompts, [equal] * 3, SAMPLED, seed_groups=[None] * 3))
+    assert one_group == per_preference  # one preference: its group is the whole call
+    by_weight = _tokens(mod.generate(prompts, [A, B, equal], SAMPLED))
+    regrouped = _tokens(mod.generate(prompts, [A, B, equal], SAMPLED, seed_groups=[None] * 3))
+    assert len(set(map(tuple, regrouped))) == 3 and by_weight != regrouped

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ class MODPolicy:
     """
 
     uses_scorers_at_decode = False
+    mixes_preferences = True
 
     def __init__(
         self,
@@ -101,20 +102,26 @@ class MODPolicy:
         matrix = [[row[i] for i in used] for row in weights]
         return FusedScorer(parts, matrix, self.divergence, self.alpha, per_token=self.per_token)
 
-    def generate(self, prompts: Sequence[str], preference: PreferenceArg, config: GenerationConfig) -> list[Response]:
+    def generate(self, prompts: Sequence[str], preference: PreferenceArg, config: GenerationConfig, *,
+                 seed_groups: Sequence[Hashable] | None = None) -> list[Response]:
         """Decode from the fused policies, all rows in one batch, each fused with its own preference's weights;
-        ``Response.logprobs`` are under the distribution sampled from."""
+        ``Response.logprobs`` are under the distribution sampled from. Seeds count occurrences per preference
+        (each row draws what a call for its preference alone would), unless ``seed_groups`` gives other groups:
+        one group for the whole call gives a prompt repeated under several weights a distinct seed each."""
         from ...generation import STEERING, preferences_per_prompt
 
-        rows = [self.weights(item) for item in preferences_per_prompt(prompts, preference)]
-        responses = self._decode(list(prompts), rows, config)
+        preferences = preferences_per_prompt(prompts, preference)
+        rows = [self.weights(item) for item in preferences]
+        groups = preferences if seed_groups is None else seed_groups
+        responses = self._decode(list(prompts), rows, config, seed_groups=groups)
         fusion = "per_token" if self.per_token else "prefix"
         for response, row in zip(responses, rows):
             applied = {objective: weight for objective, weight in zip(self.objectives, row) if weight > 0}
             response.meta[STEERING] = {"policy_weights": applied, "divergence": self.divergence, "fusion": fusion}
         return responses
 
-    def _decode(self, prompts: list[str], rows: list[list[float]], config: GenerationConfig) -> list[Response]:
+    def _decode(self, prompts: list[str], rows: list[list[float]], config: GenerationConfig,
+                seed_groups: Sequence[Hashable] | None = None) -> list[Response]:
         from ...generation.beam import generate_with_scorer
         from ...generation.decoding import eos_token_ids, evaluation_mode
 
@@ -125,7 +132,7 @@ class MODPolicy:
             return generate_with_scorer(
                 lambda batch: self.scorer([rows[i] for i in batch]), self.tokenizer, prompts, config,
                 eos_ids=eos_token_ids(first, self.tokenizer), device=first.device, beams=self.beams,
-                length_penalty=self.length_penalty, scorer_rows=True,
+                length_penalty=self.length_penalty, scorer_rows=True, seed_groups=seed_groups,
             )
 
     def reference(self) -> tuple[Any, Any]:

@@ -196,7 +196,10 @@ def _mod_generate(run: RunDirectory, names: Sequence[str], config: SIPOConfig, p
     policy = first_round_policy(run, names, config)
     generation = GenerationConfig(max_new_tokens=max_new_tokens, min_new_tokens=1, temperature=config.mod_temperature,
                                   seed=config.seed, batch_size=16, progress=config.progress)
-    responses = policy.generate(prompts, [Preference.parse(row["weights"]) for row in rows], generation)
+    # One seed group for the call: a prompt drawn under several weights gets a distinct seed for each, so its
+    # candidates differ by more than the fusion weights (seeds per preference would repeat one draw per weight).
+    responses = policy.generate(prompts, [Preference.parse(row["weights"]) for row in rows], generation,
+                                seed_groups=[None] * len(rows))
     return [response.text for response in responses], sum(len(response.token_ids) for response in responses)
 
 
