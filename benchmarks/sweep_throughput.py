@@ -1,17 +1,18 @@
 """Wall time of the quick demo's Pareto sweep run point by point against batched across the grid, same answers.
 
-The quick preset (``campaign.PRESETS["quick"]``: its 10 eval prompts, 11 grid points over simplicity and
-informativeness, 40 new tokens, T=0.7, batch 16, seed 0) on the embedded default model, for ``prompting`` and
-``soups``. The soup is two LoRA adapters with the soups recipe's rank and alpha and random non-zero weights,
-built here: decoding costs the same as with trained ones. Each method is swept by ``evaluate`` twice, batched
+The quick preset (``campaign.PRESETS["quick"]``: its 10 eval prompts of the default prompt set, 11 grid points
+over simplicity and informativeness, its new tokens, T=0.7, its batch size, seed 0) on the embedded default model,
+for ``prompting``, ``soups`` and ``mod``. Soups and MOD run over two LoRA adapters with the soups recipe's rank and
+alpha and random non-zero weights, built here: decoding costs the same as with trained ones. Each method is swept
+by ``evaluate`` twice, batched
 (one ``generate`` call for every point's rows, split in length-sorted batches) and point by point (the same
 policy declared unable to mix preferences, so one call per point), and the answers are compared token by token
 (seeds are the same both ways; a row can still differ where its batch's padding changes float rounding).
 
-    python benchmarks/sweep_throughput.py [--threads 2] [--methods prompting,soups] [--batch-size 16]
+    python benchmarks/sweep_throughput.py [--threads 2] [--methods prompting,soups,mod] [--batch-size 16]
 
-A third sweep runs batched with every row of the grid in one batch (``--wide-batch-size``), to show what the
-preset's batch size leaves on the table. Ends with ``RATIO sweep_batched_vs_pointwise=<point-by-point / batched
+When the batch size is below the grid's rows, a third sweep runs batched with every row in one batch
+(``--wide-batch-size``), to show what that batch size leaves on the table. Ends with ``RATIO sweep_batched_vs_pointwise=<point-by-point / batched
 wall time of the sweeps at the preset's batch size>`` (target >= 3), after the same ratio for generation alone
 and for the wide batch; below target it prints what bounds it.
 """
@@ -31,11 +32,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from paretoalign.core.preference import weight_grid  # noqa: E402
-from paretoalign.data import load_prompts  # noqa: E402
+from paretoalign.data import DEFAULT_PROMPT_SET, load_prompts  # noqa: E402
 from paretoalign.evaluation.campaign import PRESETS, generation_config  # noqa: E402
 from paretoalign.evaluation.sweep import evaluate  # noqa: E402
 from paretoalign.generation import BasePolicy  # noqa: E402
 from paretoalign.methods import DEFAULT_OBJECTIVES  # noqa: E402
+from paretoalign.methods.common.mod_policy import load_mod_policy  # noqa: E402
 from paretoalign.methods.prompting import PromptingPolicy  # noqa: E402
 from paretoalign.methods.soups import SoupPolicy  # noqa: E402
 from paretoalign.models import attach_lora, load_model, save_adapter  # noqa: E402
@@ -60,8 +62,8 @@ class Recorded:
         return responses
 
 
-def random_soup(objectives: list[str], folder: Path, dtype: str) -> SoupPolicy:
-    """A soup of one LoRA adapter per objective with random non-zero A and B, saved and loaded as a run's are."""
+def random_adapters(objectives: list[str], folder: Path) -> dict[str, Path]:
+    """One saved LoRA adapter per objective with random non-zero A and B (decoding costs what a trained one does)."""
     folders = {}
     for index, objective in enumerate(objectives):
         model, _ = load_model(None, dtype="float32", device="cpu")
@@ -72,6 +74,14 @@ def random_soup(objectives: list[str], folder: Path, dtype: str) -> SoupPolicy:
                 if "lora_B" in name:  # A keeps its random initialization; B = 0 would be the untrained adapter
                     parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
         folders[objective] = save_adapter(peft_model, "policy", folder / objective)
+    return folders
+
+
+def trained_like(method: str, objectives: list[str], folder: Path, dtype: str):
+    """Rewarded Soups or MOD over random adapters, loaded as a run's are."""
+    folders = random_adapters(objectives, folder / method)
+    if method == "mod":
+        return load_mod_policy(adapters=folders, dtype=dtype)
     base, tokenizer = load_model(None, dtype=dtype)
     return SoupPolicy(base, tokenizer, folders)
 
@@ -95,10 +105,11 @@ def main() -> None:
     preset = PRESETS["quick"]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--methods", default="prompting,soups")
+    parser.add_argument("--methods", default="prompting,soups,mod", help="from prompting, soups, mod")
     parser.add_argument("--batch-size", type=int, default=preset.batch_size)
     parser.add_argument("--wide-batch-size", type=int, default=None,
-                        help="also sweep batched with this batch size (default: every row of the grid; 0: skip)")
+                        help="also sweep batched with this batch size (default: every row of the grid when --batch-size "
+                             "is smaller; 0: skip)")
     parser.add_argument("--prompts", type=int, default=preset.eval_prompts)
     parser.add_argument("--points", type=int, default=preset.points_per_axis)
     parser.add_argument("--max-new-tokens", type=int, default=preset.max_new_tokens)
@@ -110,11 +121,11 @@ def main() -> None:
     preset = replace(preset, batch_size=args.batch_size, eval_prompts=args.prompts, points_per_axis=args.points,
                      max_new_tokens=args.max_new_tokens)
     config = generation_config(preset, seed=0)
-    prompts = [record.prompt for record in load_prompts("instructions", "eval")][: preset.eval_prompts]
+    prompts = [record.prompt for record in load_prompts(DEFAULT_PROMPT_SET, "eval")][: preset.eval_prompts]
     objectives = load_objectives(DEFAULT_OBJECTIVES)
     grid = weight_grid([o.name for o in objectives], preset.points_per_axis)
     rows = len(prompts) * len(grid)
-    wide = rows if args.wide_batch_size is None else args.wide_batch_size
+    wide = (rows if config.batch_size < rows else 0) if args.wide_batch_size is None else args.wide_batch_size
     modes = {"point by point": (False, config), "batched": (True, config)}
     if wide:
         modes[f"batched x{wide}"] = (True, replace(config, batch_size=wide))
@@ -130,7 +141,7 @@ def main() -> None:
             if method == "prompting":
                 policy = PromptingPolicy(model, tokenizer, objectives=[o.name for o in objectives])
             else:
-                policy = random_soup([o.name for o in objectives], Path(scratch), args.dtype)
+                policy = trained_like(method, [o.name for o in objectives], Path(scratch), args.dtype)
             policy.generate(prompts[:2], grid[len(grid) // 2], replace(config, max_new_tokens=2))  # warm-up
             runs = {mode: sweep(policy, mixes, objectives, prompts, grid, mode_config)
                     for mode, (mixes, mode_config) in modes.items()}

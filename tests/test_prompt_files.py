@@ -13,9 +13,11 @@ PROMPTS_DIR = Path(paretoalign.__file__).parent / "data" / "prompts"
 # file name -> (minimum records, id pattern, required string fields)
 PROMPT_FILES = {
     "instructions.jsonl": (320, r"inst-\d{4}", ("id", "prompt", "category")),
+    "brief.jsonl": (320, r"inst-\d{4}", ("id", "prompt", "category")),
     "summarize.jsonl": (64, r"sum-\d{3}", ("id", "prompt", "source", "category")),
     "refuse.jsonl": (64, r"ref-\d{3}", ("id", "prompt", "category")),
 }
+BRIEF_SUFFIX = " Answer in one or two sentences."
 SUMMARIZE_PREFIX = "Summarize the following text in a few sentences:\n\n"
 
 
@@ -71,3 +73,13 @@ def test_summarize_sources_are_passage_length_and_distinct():
     for source in sources:
         assert 60 <= len(source.split()) <= 250, source[:60]
     assert len(set(sources)) == len(sources)
+
+
+def test_brief_is_instructions_asking_for_one_or_two_sentences_in_the_same_split():
+    """Same ids (so the same train/eval split) and categories; each prompt gains the one-line length request."""
+    from paretoalign.data import load_prompts
+
+    expected = [{**record, "prompt": record["prompt"] + BRIEF_SUFFIX} for record in read_records("instructions.jsonl")]
+    assert read_records("brief.jsonl") == expected
+    for split in ("train", "eval"):
+        assert [r.id for r in load_prompts("brief", split)] == [r.id for r in load_prompts("instructions", split)]

@@ -36,7 +36,7 @@ from .mixing import (
     parse_dataset_spec,
     take_proportion,
 )
-from .prompts import EVAL_FRACTION, load_prompt_file, load_prompts, prompt_set_names, split_of
+from .prompts import DEFAULT_PROMPT_SET, EVAL_FRACTION, load_prompt_file, load_prompts, prompt_set_names, split_of
 from .records import (
     PreferencePair,
     PromptRecord,
@@ -73,6 +73,7 @@ __all__ = [
     "load_mixture",
     "load_prompt_file",
     "load_prompts",
+    "DEFAULT_PROMPT_SET",
     "pairs_from_scores",
     "parse_dataset_spec",
     "pku_saferlhf_pairs",

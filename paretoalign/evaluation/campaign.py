@@ -43,7 +43,7 @@ class DemoPreset:
 
 
 PRESETS: dict[str, DemoPreset] = {
-    "quick": DemoPreset(fit_prompts=24, eval_prompts=10, samples_per_prompt=1, max_new_tokens=40,
+    "quick": DemoPreset(fit_prompts=24, eval_prompts=10, samples_per_prompt=1, max_new_tokens=80,
                         points_per_axis=11, batch_size=128),
     "full": DemoPreset(fit_prompts=128, eval_prompts=48, samples_per_prompt=2, max_new_tokens=96,
                        points_per_axis=11, budget="full",
@@ -118,12 +118,12 @@ def _sweep_run(plan: SweepPlan, out: str | Path, overwrite: bool) -> RunDirector
 
 
 def _eval_prompts(plan: SweepPlan) -> list[str]:
-    from ..data import PromptRecord, load_prompts, read_jsonl
+    from ..data import DEFAULT_PROMPT_SET, PromptRecord, load_prompts, read_jsonl
 
     if plan.prompts_file:
         prompts = [record.prompt for record in read_jsonl(plan.prompts_file, PromptRecord)]
     else:
-        prompts = [record.prompt for record in load_prompts("instructions", "eval")]
+        prompts = [record.prompt for record in load_prompts(DEFAULT_PROMPT_SET, "eval")]
     return prompts[: plan.preset.eval_prompts]
 
 
@@ -135,14 +135,14 @@ def generation_config(preset: DemoPreset, seed: int) -> Any:
 
 
 def _fit_or_apply_stats(objectives, base_policy, plan: SweepPlan, stats: Mapping[str, Any] | None) -> None:
-    from ..data import load_prompts
+    from ..data import DEFAULT_PROMPT_SET, load_prompts
     from ..objectives import apply_stats
     from ..objectives.normalization import fit_reference_normalization
 
     if stats:
         apply_stats(objectives, stats)
         return
-    prompts = [record.prompt for record in load_prompts("instructions", "train")][: plan.preset.fit_prompts]
+    prompts = [record.prompt for record in load_prompts(DEFAULT_PROMPT_SET, "train")][: plan.preset.fit_prompts]
     config = replace(generation_config(plan.preset, plan.seed + 1000), progress=True)
     fit_reference_normalization(objectives, base_policy, prompts, config)
 

@@ -41,7 +41,7 @@ class MORLHFGridConfig:
 
     model: str | None = setting(None, "base model: hub id, folder or .gguf (default: the embedded model)")
     points_per_axis: int = setting(5, "grid points per objective axis (weight step 1/(points_per_axis - 1))")
-    prompts: int = setting(256, "train prompts (shipped instructions, train split)")
+    prompts: int = setting(256, "train prompts (shipped brief prompts, train split)")
     steps: int = setting(48, "PPO iterations per grid point")
     batch_size: int = setting(64, "prompts per PPO iteration")
     minibatch_size: int = setting(1, "rollouts per optimizer step")

@@ -15,13 +15,13 @@ NORMALIZATION_PROMPTS = 24
 def fit_base_normalization(objectives: Sequence[Objective], config: Any, prompts: int = NORMALIZATION_PROMPTS) -> None:
     """Fit every objective's mean/std on the base model (``config.model``) answering the first train prompts,
     sampled as the evaluation samples (its length when the config sets one, T=0.7, seed + 1000)."""
-    from ...data import load_prompts
+    from ...data import DEFAULT_PROMPT_SET, load_prompts
     from ...generation import BasePolicy, GenerationConfig
     from ...models import load_model
     from ...objectives.normalization import fit_reference_normalization
 
     model, tokenizer = load_model(getattr(config, "model", None), device=getattr(config, "device", "auto"))
-    texts = [record.prompt for record in load_prompts("instructions", "train")[:prompts]]
+    texts = [record.prompt for record in load_prompts(DEFAULT_PROMPT_SET, "train")[:prompts]]
     generation = GenerationConfig(max_new_tokens=getattr(config, "max_new_tokens", 64), temperature=0.7,
                                   seed=getattr(config, "seed", 0) + 1000, progress=getattr(config, "progress", False))
     fit_reference_normalization(objectives, BasePolicy(model, tokenizer), texts, generation)

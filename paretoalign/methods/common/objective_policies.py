@@ -41,7 +41,7 @@ class ObjectivePoliciesConfig:
     model: str | None = setting(None, "base model: hub id, folder or .gguf (default: the embedded model)")
     trainer: str = setting("ppo", "per-objective trainer: ppo (the papers') or dpo (best-vs-worst pairs of "
                            "base-model samples; the CPU preset)", choices=TRAINERS)
-    prompts: int = setting(192, "train prompts (shipped instructions, train split)")
+    prompts: int = setting(192, "train prompts (shipped brief prompts, train split)")
     samples: int = setting(4, "DPO: base-model samples per prompt, ranked by each objective")
     max_new_tokens: int = setting(96, "tokens per sampled response")
     temperature: float = setting(1.0, "sampling temperature of the DPO samples")
@@ -65,7 +65,7 @@ class ObjectivePoliciesConfig:
 
 
 OBJECTIVE_POLICY_PRESETS: dict[str, dict[str, Any]] = {
-    "quick": dict(trainer="dpo", prompts=32, samples=4, max_new_tokens=48, epochs=2, batch_size=4, lr=2e-4,
+    "quick": dict(trainer="dpo", prompts=32, samples=4, max_new_tokens=64, epochs=2, batch_size=4, lr=2e-4,
                   max_length=192),
     "full": dict(trainer="ppo", prompts=192, max_new_tokens=96, ppo_steps=64),
 }
@@ -90,9 +90,9 @@ def check_objectives(objectives: list[Objective]) -> list[str]:
 
 
 def train_prompts(count: int) -> list[str]:
-    from ...data import load_prompts
+    from ...data import DEFAULT_PROMPT_SET, load_prompts
 
-    return [record.prompt for record in load_prompts("instructions", "train")[:count]]
+    return [record.prompt for record in load_prompts(DEFAULT_PROMPT_SET, "train")[:count]]
 
 
 def sample_candidates(run: RunDirectory, objectives: list[Objective], config: ObjectivePoliciesConfig) -> dict:
@@ -189,7 +189,8 @@ def train_dpo_adapter(pairs: list, output_dir: Path, config: ObjectivePoliciesCo
     dpo = DPOConfig(model=config.model, output_dir=str(output_dir), overwrite=True, epochs=config.epochs,
                     lr=config.lr, beta=config.beta, batch_size=config.batch_size, max_length=config.max_length,
                     lora_r=config.lora_r, lora_alpha=config.lora_alpha, seed=config.seed, device=config.device,
-                    mixed_precision=autocast_precision(config.device), progress=config.progress)
+                    mixed_precision=autocast_precision(config.device), precompute_reference=True,
+                    progress=config.progress)
     result = run_training("dpo", dpo, train_data=pairs)
     return result, {"trainer": "dpo", "pairs": len(pairs), "steps": result.steps}
 

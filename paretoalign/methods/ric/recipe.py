@@ -39,7 +39,7 @@ class RiCConfig:
 
     model: str | None = setting(None, "base model: hub id, folder or .gguf (default: the embedded model)")
     dataset: list[str] = setting([], "offline data: name[:proportion[:path]] or a file of pairs, responses or prompts "
-                                 "(default: the shipped instructions)")
+                                 "(default: the shipped brief prompts)")
     max_prompts: int = setting(0, "prompts of prompt-only data the base model answers (0 = all)")
     samples_per_prompt: int = setting(3, "base-model answers per prompt-only record")
     max_new_tokens: int = setting(64, "tokens per sampled response (prepare and online)")
@@ -92,8 +92,8 @@ class RiCConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": dict(max_prompts=48, samples_per_prompt=3, max_new_tokens=40, temperature=0.7, lora_r=16, lora_alpha=32,
-                  lr=1e-3, steps=64, batch_size=8, max_length=160, save_every=32, online_iterations=0),
+    "quick": dict(max_prompts=48, samples_per_prompt=3, max_new_tokens=64, temperature=0.7, lora_r=16, lora_alpha=32,
+                  lr=1e-3, steps=32, batch_size=8, max_length=160, save_every=32, online_iterations=0),
     "full": dict(max_prompts=0, samples_per_prompt=3, max_new_tokens=96, lora_r=32, lora_alpha=64, lr=5e-4, steps=300,
                  batch_size=8, max_length=256, save_every=50, online_iterations=1, online_samples=192,
                  online_steps=100),

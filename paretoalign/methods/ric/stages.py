@@ -28,7 +28,8 @@ from ...core.errors import DataError, ModelLoadError
 from ...core.preference import Preference
 from ...core.rundir import COMPUTE_KEYS, RunDirectory
 from ...core.runtime import autocast_precision
-from ...data import PreferencePair, PromptRecord, SafetyPair, ScoredResponse, load_mixture, read_jsonl, write_jsonl
+from ...data import (DEFAULT_PROMPT_SET, PreferencePair, PromptRecord, SafetyPair, ScoredResponse, load_mixture,
+                     read_jsonl, write_jsonl)
 from ...generation import GenerationConfig, generate
 from ...models import load_adapter, load_model
 from ...objectives import score_all
@@ -47,7 +48,7 @@ REWARDS = "rewards"
 ORIGIN = "origin"
 ONLINE = "online_iterations"
 """Manifest key: one record per online iteration, finished ones carrying their ``adapter``."""
-GENERATION_BATCH = 16
+GENERATION_BATCH = 48
 
 
 # ---------------------------------------------------------------- 1. prepare
@@ -55,7 +56,8 @@ GENERATION_BATCH = 16
 
 def prepare(run: RunDirectory, objectives: Sequence[Objective], config: RiCConfig) -> dict[str, Any]:
     """Score the offline responses with every objective and fit the target range (their span)."""
-    records = load_mixture(config.dataset or ["instructions"], seed=config.seed)
+    dataset = config.dataset or [DEFAULT_PROMPT_SET]
+    records = load_mixture(dataset, seed=config.seed)
     pairs = [pair for record in records for pair in responses_of(record)]
     prompts = [record.prompt for record in records if isinstance(record, PromptRecord)]
     prompts = prompts[: config.max_prompts] if config.max_prompts else prompts
@@ -64,7 +66,7 @@ def prepare(run: RunDirectory, objectives: Sequence[Objective], config: RiCConfi
         sampled, generated = sample_base_responses(prompts, objectives, config)
         pairs += sampled
     if not pairs:
-        raise DataError(f"the RiC data {config.dataset or ['instructions']} holds no responses or prompts; give "
+        raise DataError(f"the RiC data {dataset} holds no responses or prompts; give "
                         "preference pairs, scored responses or prompts")
     data = scored_records(objectives, pairs, OFFLINE)
     write_jsonl(run.path / OFFLINE_DATA, data)
