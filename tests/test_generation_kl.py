@@ -51,9 +51,10 @@ def test_sampling_from_the_reference_gives_its_teacher_forced_logprobs(model, to
     np.testing.assert_allclose(kl_to_reference(responses, model, tokenizer), 0.0, atol=1e-4)
 
 
-def test_teacher_forcing_matches_an_unpadded_forward(model, tokenizer):
+@pytest.mark.parametrize("batch_size", [16, 2])  # 2: rows batched by length, answered in the given order
+def test_teacher_forcing_matches_an_unpadded_forward(model, tokenizer, batch_size):
     ids = [[5, 17, 42], [], [300, 2, 9, 9, 11]]
-    logprobs = sequence_logprobs(model, tokenizer, PROMPTS[:3], ids)
+    logprobs = sequence_logprobs(model, tokenizer, PROMPTS[:3], ids, batch_size=batch_size)
     for prompt, response, got in zip(prompt_token_ids(tokenizer, PROMPTS[:3]), ids, logprobs):
         with torch.no_grad():
             logits = model(torch.tensor([prompt + response])).logits[0, len(prompt) - 1 : -1]

@@ -194,6 +194,8 @@ def evaluate(
     repeated = prompt_list * samples_per_prompt
     batched = (_generate_grid(policy, prompt_list, grid, config, samples_per_prompt, progress)
                if batches_grid(policy) else None)
+    grid_kl = None if batched is None else _sequence_kl(  # one pass over every row: batches of similar lengths
+        [response for responses, _ in batched for response in responses], repeated * len(grid), reference, config)
     points: list[PointResult] = []
     for index, preference in enumerate(tqdm(grid, desc=f"evaluating {policy.name}", unit="point",
                                             disable=not progress)):
@@ -206,7 +208,8 @@ def evaluate(
             seconds = time.perf_counter() - start
         else:
             responses, seconds = batched[index]
-        kl = _sequence_kl(responses, repeated, reference, config)
+        kl = (_sequence_kl(responses, repeated, reference, config) if grid_kl is None
+              else grid_kl[index * len(repeated) : (index + 1) * len(repeated)])
         kept = min(SAMPLES_KEPT_PER_POINT, len(prompt_list))
         points.append(_measure_point(preference, responses, repeated, seconds, objectives, constraints, kl, kept))
     training = getattr(policy, "training_cost", None) or {}

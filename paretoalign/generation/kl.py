@@ -67,7 +67,8 @@ def sequence_logprobs(
 ) -> list[torch.Tensor]:
     """Per-token log π(a_t|s_t) of each given response after its chat-rendered prompt (float32, on CPU).
 
-    Full distribution at temperature 1: the reference side of the KL, and the likelihoods DPO/PPO need.
+    Full distribution at temperature 1: the reference side of the KL, and the likelihoods DPO/PPO need. Rows are
+    batched in order of length (responses, then prompts) so a batch pads little; results come in the given order.
     """
     if len(prompts) != len(responses_token_ids):
         raise ConfigError(
@@ -77,11 +78,15 @@ def sequence_logprobs(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     prompt_ids = prompt_token_ids(tokenizer, prompts, system_prompt, rendered=rendered)
     padding_value = pad_id(tokenizer)
-    result: list[torch.Tensor] = []
+    order = sorted(range(len(prompt_ids)), key=lambda i: (len(responses_token_ids[i]), len(prompt_ids[i])))
+    result: list[torch.Tensor | None] = [None] * len(order)
     with torch.inference_mode(), evaluation_mode(model):
-        for start in range(0, len(prompt_ids), batch_size):
-            chunk = slice(start, start + batch_size)
-            result.extend(_batch_logprobs(model, prompt_ids[chunk], responses_token_ids[chunk], padding_value))
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            logprobs = _batch_logprobs(model, [prompt_ids[i] for i in rows], [responses_token_ids[i] for i in rows],
+                                       padding_value)
+            for row, values in zip(rows, logprobs):
+                result[row] = values
     return result
 
 
