@@ -12,9 +12,10 @@ policy declared unable to mix preferences, so one call per point), and the answe
     python benchmarks/sweep_throughput.py [--threads 2] [--methods prompting,soups,mod] [--batch-size 16]
 
 When the batch size is below the grid's rows, a third sweep runs batched with every row in one batch
-(``--wide-batch-size``), to show what that batch size leaves on the table. Ends with ``RATIO sweep_batched_vs_pointwise=<point-by-point / batched
-wall time of the sweeps at the preset's batch size>`` (target >= 3), after the same ratio for generation alone
-and for the wide batch; below target it prints what bounds it.
+(``--wide-batch-size``), to show what that batch size leaves on the table. Ends with ``RATIO
+sweep_batched_vs_pointwise=<point-by-point / batched wall time of the sweeps at the preset's batch size>``
+(target >= 3), after the same ratio for generation alone and for the wide batch; below target it prints what
+bounds it, with one cached decoding step of the model timed at a point's rows and at a batch's.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from transformers import DynamicCache  # noqa: E402
 
 from paretoalign.core.preference import weight_grid  # noqa: E402
 from paretoalign.data import DEFAULT_PROMPT_SET, load_prompts  # noqa: E402
 from paretoalign.evaluation.campaign import PRESETS, generation_config  # noqa: E402
 from paretoalign.evaluation.sweep import evaluate  # noqa: E402
 from paretoalign.generation import BasePolicy  # noqa: E402
+from paretoalign.generation.decoding import cache_keyword  # noqa: E402
 from paretoalign.methods import DEFAULT_OBJECTIVES  # noqa: E402
 from paretoalign.methods.common.mod_policy import load_mod_policy  # noqa: E402
 from paretoalign.methods.prompting import PromptingPolicy  # noqa: E402
@@ -84,6 +87,21 @@ def trained_like(method: str, objectives: list[str], folder: Path, dtype: str):
         return load_mod_policy(adapters=folders, dtype=dtype)
     base, tokenizer = load_model(None, dtype=dtype)
     return SoupPolicy(base, tokenizer, folders)
+
+
+def decode_step_ms(model, rows: int, context: int = 100, steps: int = 9) -> float:
+    """Median wall time of one cached decoding step of ``model`` for ``rows`` rows after ``context`` tokens."""
+    generator = torch.Generator().manual_seed(0)
+    cache = {cache_keyword(model): DynamicCache(config=model.config)}  # filled in place by each forward
+    times = []
+    with torch.inference_mode():
+        model(input_ids=torch.randint(0, 1000, (rows, context), generator=generator), use_cache=True, **cache)
+        for _ in range(steps):
+            start = time.perf_counter()
+            model(input_ids=torch.randint(0, 1000, (rows, 1), generator=generator), use_cache=True,
+                  logits_to_keep=1, **cache)
+            times.append(time.perf_counter() - start)
+    return 1000 * sorted(times)[steps // 2]
 
 
 def sweep(policy, mixes: bool, objectives, prompts, grid, config):
@@ -168,10 +186,14 @@ def main() -> None:
         print(f"RATIO sweep_batched_x{wide}_vs_pointwise={wide_ratio:.2f}")
     print(f"RATIO sweep_generation_batched_vs_pointwise={totals['point by point'][1] / totals['batched'][1]:.2f}")
     if ratio < 3:
+        point_rows, batch_rows = min(len(prompts), config.batch_size), min(rows, config.batch_size)
+        small, large = decode_step_ms(model, point_rows), decode_step_ms(model, batch_rows)
         print(f"below target: at batch size {config.batch_size} batching cuts the decoding batches "
-              f"{calls / batches:.2f}x, which bounds the gain if a step cost the same at any row count; on a CPU a "
-              "step's cost grows with its rows (compute-bound matmuls), and scoring and KL to the reference cost "
-              "the same both ways")
+              f"{calls / batches:.2f}x, which bounds the gain if a step cost the same at any row count; on this "
+              f"CPU one cached decoding step takes {small:.0f} ms at {point_rows} rows and {large:.0f} ms at "
+              f"{batch_rows} ({large / small:.2f}x the cost for {batch_rows / point_rows:.1f}x the rows), so decoding "
+              f"steps gain at most {batch_rows * small / (point_rows * large):.2f}x; prompt prefill, scoring and KL "
+              "to the reference are compute-bound and cost the same both ways")
     print(f"RATIO sweep_batched_vs_pointwise={ratio:.2f}")
 
 
