@@ -181,6 +181,18 @@ def test_trained_methods_share_policies_and_a_rerun_reloads_them(tiny_model_dir,
     rewards = [[p["rewards"] for p in run["methods"]["soups"]["points"]] for run in (results, rerun)]
     assert rewards[0] == rewards[1]  # same adapters, same seeds, same answers
 
+    runs = [str(out / "methods" / "soups"), str(again / "methods" / "soups")]  # two runs of one method, side by side
+    both = tmp_path / "both"
+    assert main(["eval", ",".join(runs), "--out", str(both), "--points", "3", "--max-new-tokens", "8",
+                 "--eval-prompts", "3", "--dtype", "float32"]) == 0
+    side_by_side = json.loads((both / "results.json").read_text())["methods"]
+    assert list(side_by_side) == ["base", *(f"soups@{run}" for run in runs)]
+    raw = [[p["raw"] for p in side_by_side[f"soups@{run}"]["points"]] for run in runs]
+    assert raw[0] == raw[1] == [p["raw"] for p in results["methods"]["soups"]["points"]]  # the same adapters
+    capsys.readouterr()
+    assert main(["eval", f"{runs[0]},{runs[0]}", "--out", str(tmp_path / "twice")]) == 2
+    assert "given twice" in capsys.readouterr().err and not (tmp_path / "twice").exists()
+
     before = (out / "methods" / "soups" / "manifest.json").read_text()
     other = tmp_path / "other-seed"
     assert main(["eval", str(out), "--out", str(other), "--points", "3", "--max-new-tokens", "8",

@@ -91,7 +91,9 @@ def run_sweep(plan: SweepPlan, out: str | Path, overwrite: bool = False,
     _fit_or_apply_stats(objectives, BasePolicy(model, tokenizer), plan, stats)
     run.manifest.update(base_model=resolve_model_spec(plan.model), normalization=stats_to_dict(objectives))
     run.save_manifest()
-    sweeps = [_sweep_one(entry, model, tokenizer, objectives, prompts, plan, run, progress) for entry in plan.methods]
+    names = entry_names(plan.methods)
+    sweeps = [_sweep_one(entry, names[entry], model, tokenizer, objectives, prompts, plan, run, progress)
+              for entry in plan.methods]
     _write_outputs(run, sweeps, prompts, plan)
     run.manifest["seconds"] = round(time.perf_counter() - started, 1)
     return run.mark_finished()
@@ -100,9 +102,23 @@ def run_sweep(plan: SweepPlan, out: str | Path, overwrite: bool = False,
 def _check_entries(entries: Sequence[str]) -> None:
     from ..methods import check_method_names
 
-    names = [entry for entry in entries if not is_run_dir(entry)]
-    if names or not entries:
-        check_method_names(names)
+    methods = [entry for entry in entries if not is_run_dir(entry)]
+    if methods or not entries:
+        check_method_names(methods)
+    names = entry_names(entries)
+    labels = [names[entry] for entry in entries]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ConfigError(f"{repeated[0]!r} is given twice; give each method or run once")
+
+
+def entry_names(entries: Sequence[str]) -> dict[str, str]:
+    """The name each entry's policy gets in the results, decided before anything runs: a method's name, a run
+    directory's method, or ``method@path`` for runs whose method another entry also has (two RiC runs)."""
+    methods = {entry: RunDirectory.open(entry).method if is_run_dir(entry) else entry for entry in entries}
+    taken = list(methods.values())
+    return {entry: f"{method}@{entry}" if is_run_dir(entry) and taken.count(method) > 1 else method
+            for entry, method in methods.items()}
 
 
 def _sweep_run(plan: SweepPlan, out: str | Path, overwrite: bool) -> RunDirectory:
@@ -147,12 +163,13 @@ def _fit_or_apply_stats(objectives, base_policy, plan: SweepPlan, stats: Mapping
     fit_reference_normalization(objectives, base_policy, prompts, config)
 
 
-def _sweep_one(entry: str, model, tokenizer, objectives, prompts, plan: SweepPlan, run: RunDirectory,
+def _sweep_one(entry: str, name: str, model, tokenizer, objectives, prompts, plan: SweepPlan, run: RunDirectory,
                progress: bool):
     from ..core.preference import weight_grid
     from .sweep import evaluate
 
     policy = _policy(entry, model, tokenizer, objectives, plan, run, progress)
+    policy.name = name
     grid = weight_grid([o.name for o in objectives], plan.preset.points_per_axis)
     return evaluate(policy, objectives, prompts, grid, plan.preset.samples_per_prompt,
                     generation_config(plan.preset, plan.seed), progress=progress)
