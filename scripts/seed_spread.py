@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path, help="results.json of sweeps that differ by --seed")
     args = parser.parse_args(argv)
+    missing = [str(path) for path in args.results if not path.is_file()]
+    if missing:
+        raise SystemExit(f"{missing[0]} does not exist; run the sweep first (paretoalign eval ... --seed N)")
     sweeps = [json.loads(path.read_text(encoding="utf-8")) for path in args.results]
     names, scale = sweeps[0]["objectives"], sweeps[0]["normalization"]
     rows: dict[str, list[dict]] = {}

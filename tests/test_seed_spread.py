@@ -41,3 +41,8 @@ def test_rescoring_a_sweep_on_its_own_scale_reproduces_its_figures(tiny, tmp_pat
     assert [row[n] for n in names] == [method["steerability"][n]["spearman"] for n in names]
     load_script().main([str(path), str(path)])
     assert f"SPREAD prompting: HV {method['hypervolume']:.2f} ± 0.00 over 2 sweeps" in capsys.readouterr().out
+
+
+def test_a_missing_results_file_stops_with_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="does not exist; run the sweep first"):
+        load_script().main([str(tmp_path / "absent.json")])
