@@ -35,8 +35,7 @@ class DemoPreset:
     points_per_axis: int
     temperature: float = 0.7
     batch_size: int = 16
-    """Rows per decoding batch; quick decodes its whole grid (110 rows) at once: benchmarks/sweep_throughput.py
-    printed 8.91x point by point for all rows in one batch against 2.37x for batches of 16."""
+    """Rows per decoding batch; quick decodes its whole grid (110 rows) at once (benchmarks/sweep_throughput.py)."""
     budget: str = "quick"
     methods: tuple[str, ...] = ("base", "prompting", "best_of_n", "soups", "mod")
     """What ``paretoalign demo`` sweeps when ``--methods`` is not given."""
