@@ -56,7 +56,7 @@ def test_each_file_mixes_several_categories(name):
 
 def test_prompt_sets_do_not_overlap():
     seen: dict[str, str] = {}
-    for name in PROMPT_FILES:
+    for name in (name for name in PROMPT_FILES if name != "brief.jsonl"):  # brief rewords instructions, same split
         for record in read_records(name):
             assert record["prompt"] not in seen, (record["id"], seen.get(record["prompt"]))
             seen[record["prompt"]] = record["id"]
@@ -76,10 +76,15 @@ def test_summarize_sources_are_passage_length_and_distinct():
 
 
 def test_brief_is_instructions_asking_for_one_or_two_sentences_in_the_same_split():
-    """Same ids (so the same train/eval split) and categories; each prompt gains the one-line length request."""
+    """Same ids (so the same train/eval split) and categories; each prompt gains the one-line length request
+    unless it already makes one of its own (five do: "briefly", "in a single paragraph", ...)."""
     from paretoalign.data import load_prompts
 
-    expected = [{**record, "prompt": record["prompt"] + BRIEF_SUFFIX} for record in read_records("instructions.jsonl")]
+    own_length = re.compile(r"\b(in|of) (a|one|two|three|a single|a few)( or \w+)? (sentences?|paragraphs?)\b|\bbriefly\b")
+    instructions = read_records("instructions.jsonl")
+    expected = [{**record, "prompt": record["prompt"] + ("" if own_length.search(record["prompt"]) else BRIEF_SUFFIX)}
+                for record in instructions]
     assert read_records("brief.jsonl") == expected
+    assert sum(own_length.search(record["prompt"]) is not None for record in instructions) == 5
     for split in ("train", "eval"):
         assert [r.id for r in load_prompts("brief", split)] == [r.id for r in load_prompts("instructions", split)]
