@@ -80,7 +80,8 @@ def test_brief_is_instructions_asking_for_one_or_two_sentences_in_the_same_split
     unless it already makes one of its own (five do: "briefly", "in a single paragraph", ...)."""
     from paretoalign.data import load_prompts
 
-    own_length = re.compile(r"\b(in|of) (a|one|two|three|a single|a few)( or \w+)? (sentences?|paragraphs?)\b|\bbriefly\b")
+    own_length = re.compile(r"\b(in|of) (a|one|two|three|a single|a few)( or \w+)? (sentences?|paragraphs?)\b"
+                            r"|\bbriefly\b")
     instructions = read_records("instructions.jsonl")
     expected = [{**record, "prompt": record["prompt"] + ("" if own_length.search(record["prompt"]) else BRIEF_SUFFIX)}
                 for record in instructions]
