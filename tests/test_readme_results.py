@@ -56,3 +56,12 @@ def test_missing_markers_or_results_stop_with_one_line(tmp_path, results):
     with pytest.raises(SystemExit, match="does not exist; run the sweep first"):
         script.main([str(tmp_path / "absent.json"), "--readme", str(readme)])
     assert readme.read_text() == "no markers here\n"
+
+
+def test_long_method_names_keep_the_columns_aligned():
+    from paretoalign.evaluation.campaign import summary_table
+
+    results = {**RESULTS, "methods": {"ric@runs/ric128": RESULTS["methods"]["soups"], **RESULTS["methods"]}}
+    header, _, long_row, short_row = summary_table(results).splitlines()[:4]
+    hv_end = header.index("HV") + len("HV")
+    assert long_row[:hv_end].endswith("2.500") and short_row[:hv_end].endswith("2.500")

@@ -242,7 +242,8 @@ def _plan_dict(plan: SweepPlan) -> dict[str, Any]:
 
 def summary_table(results: Mapping[str, Any]) -> str:
     """A plain-text table: one row per method with HV, MIP, mean KL, eval tokens, training cost and seconds."""
-    header = (f"{'method':<12} {'HV':>7} {'MIP':>7} {'KL':>7} {'steer':>6} {'cut':>5} {'front':>6} "
+    width = max(12, *(len(name) + 2 for name in results["methods"]))  # "* " marks scorer-using methods
+    header = (f"{'method':<{width}} {'HV':>7} {'MIP':>7} {'KL':>7} {'steer':>6} {'cut':>5} {'front':>6} "
               f"{'gen tokens':>11} {'train tok':>10} {'train s':>8} {'seconds':>8}")
     lines = [header, "-" * len(header)]
     for name, method in results["methods"].items():
@@ -251,7 +252,7 @@ def summary_table(results: Mapping[str, Any]) -> str:
         train_tokens = cost.get("trained_tokens", 0) + cost.get("training_generated_tokens", 0)
         steer = method.get("min_steerability")
         lines.append(
-            f"{name + mark:<12} {method['hypervolume']:>7.3f} {method['mip']:>7.3f} {method['mean_kl']:>7.3f} "
+            f"{name + mark:<{width}} {method['hypervolume']:>7.3f} {method['mip']:>7.3f} {method['mean_kl']:>7.3f} "
             f"{'-' if steer is None else f'{steer:.2f}':>6} {method.get('cut_off', 0.0):>5.0%} "
             f"{len(method['front']):>6} {cost['generated_tokens']:>11} {train_tokens:>10} "
             f"{cost.get('training_seconds', 0.0):>8.1f} {cost['seconds']:>8.1f}"
