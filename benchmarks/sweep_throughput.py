@@ -31,14 +31,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from transformers import DynamicCache  # noqa: E402
 
 from paretoalign.core.preference import weight_grid  # noqa: E402
 from paretoalign.data import DEFAULT_PROMPT_SET, load_prompts  # noqa: E402
 from paretoalign.evaluation.campaign import PRESETS, generation_config  # noqa: E402
 from paretoalign.evaluation.sweep import evaluate  # noqa: E402
 from paretoalign.generation import BasePolicy  # noqa: E402
-from paretoalign.generation.decoding import cache_keyword  # noqa: E402
+from paretoalign.generation.decoding import CausalLMScorer  # noqa: E402
 from paretoalign.methods import DEFAULT_OBJECTIVES  # noqa: E402
 from paretoalign.methods.common.mod_policy import load_mod_policy  # noqa: E402
 from paretoalign.methods.prompting import PromptingPolicy  # noqa: E402
@@ -90,16 +89,17 @@ def trained_like(method: str, objectives: list[str], folder: Path, dtype: str):
 
 
 def decode_step_ms(model, rows: int, context: int = 100, steps: int = 9) -> float:
-    """Median wall time of one cached decoding step of ``model`` for ``rows`` rows after ``context`` tokens."""
+    """Median wall time of one decoding step of our loop's scorer (``CausalLMScorer``) for ``rows`` rows after
+    ``context`` prompt tokens."""
     generator = torch.Generator().manual_seed(0)
-    cache = {cache_keyword(model): DynamicCache(config=model.config)}  # filled in place by each forward
+    scorer = CausalLMScorer(model, max_new_tokens=steps + 1)
     times = []
     with torch.inference_mode():
-        model(input_ids=torch.randint(0, 1000, (rows, context), generator=generator), use_cache=True, **cache)
+        scorer.start(torch.randint(0, 1000, (rows, context), generator=generator),
+                     torch.ones(rows, context, dtype=torch.long))
         for _ in range(steps):
             start = time.perf_counter()
-            model(input_ids=torch.randint(0, 1000, (rows, 1), generator=generator), use_cache=True,
-                  logits_to_keep=1, **cache)
+            scorer.extend(torch.randint(0, 1000, (rows,), generator=generator))
             times.append(time.perf_counter() - start)
     return 1000 * sorted(times)[steps // 2]
 

@@ -20,14 +20,15 @@ import numpy as np
 
 from paretoalign.evaluation.front import DEFAULT_REFERENCE_VALUE, hypervolume, mip
 from paretoalign.evaluation.steerability import steerability
-from paretoalign.objectives import load_objectives
+from paretoalign.objectives import apply_stats, load_objectives
 
 
 def rescored(method: Mapping[str, Any], scale: Mapping[str, Mapping[str, float]], names: list[str]) -> dict:
     """HV, MIP and per-objective Spearman of one method's points on the given normalization."""
-    directions = {objective.name: objective.direction for objective in load_objectives(",".join(names))}
-    rewards = [[directions[n] * (p["raw"][n] - scale[n]["mean"]) / scale[n]["std"] for n in names]
-               for p in method["points"]]
+    objectives = load_objectives(",".join(names))
+    apply_stats(objectives, scale)
+    columns = [objective.normalize([p["raw"][objective.name] for p in method["points"]]) for objective in objectives]
+    rewards = np.column_stack(columns).tolist()
     weights = [[p["weights"].get(n, 0.0) for n in names] for p in method["points"]]
     points = [{"weights": p["weights"], "rewards": dict(zip(names, row))} for p, row in zip(method["points"], rewards)]
     steer = steerability(points, names)

@@ -35,11 +35,11 @@ def test_rescoring_a_sweep_on_its_own_scale_reproduces_its_figures(tiny, tmp_pat
     results = build_results([sweep], prompts=len(PROMPTS), preset={}, base_model="tiny")
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
-    method, names = results["methods"]["prompting"], results["objectives"]
-    row = load_script().rescored(method, results["normalization"], names)
+    method, names, script = results["methods"]["prompting"], results["objectives"], load_script()
+    row = script.rescored(method, results["normalization"], names)
     assert row["hv"] == pytest.approx(method["hypervolume"]) and row["mip"] == pytest.approx(method["mip"])
     assert [row[n] for n in names] == [method["steerability"][n]["spearman"] for n in names]
-    load_script().main([str(path), str(path)])
+    script.main([str(path), str(path)])
     assert f"SPREAD prompting: HV {method['hypervolume']:.2f} ± 0.00 over 2 sweeps" in capsys.readouterr().out
 
 
