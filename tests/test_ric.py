@@ -13,7 +13,7 @@ from paretoalign.core.errors import ConfigError, DataError, UnknownObjectiveErro
 from paretoalign.methods.ric import (
     MAPPINGS,
     Conditioning,
-    NumericEncoding,
+    ENCODINGS,
     RiCRecipe,
     clip_targets,
     fitted_range,
@@ -22,6 +22,7 @@ from paretoalign.methods.ric import (
     preference_to_targets,
     sample_frontier_targets,
 )
+from paretoalign.methods.ric.conditioning import level_of
 from paretoalign.methods.ric.targets import DEFAULT_QUANTILE
 
 RANGE_2 = {"a": (-1.0, 2.0), "b": (-2.0, 1.0)}
@@ -150,12 +151,28 @@ def test_fitted_range_is_min_and_max():
 
 
 def test_numeric_encoding_text():
-    encoding = NumericEncoding()
+    encoding = ENCODINGS["numeric"]
     assert encoding.encode({"simplicity": 0.5, "friendliness": -1.24}) == "<simplicity> 0.5 <friendliness> -1.2"
     assert encoding.encode({"a": -0.04, "b": 1.96}) == "<a> 0.0 <b> 2.0"
     assert encoding.decode("<simplicity> 0.5 <friendliness> -1.2") == {"simplicity": 0.5, "friendliness": -1.2}
     with pytest.raises(DataError, match="not RiC numeric targets"):
         encoding.decode("<simplicity> high")
+
+
+def test_level_encoding_writes_the_band_of_each_target():
+    encoding = ENCODINGS["levels"]
+    assert encoding.encode({"simplicity": 1.0, "informativeness": -1.01}) == \
+        "simplicity: very high; informativeness: very low"
+    assert [level_of(value) for value in (-0.36, -0.35, 0.0, 0.34, 0.35, 0.99)] == \
+        ["low", "medium", "medium", "medium", "high", "high"]
+    assert encoding.decode("simplicity: high; informativeness: low") == {"simplicity": 0.65, "informativeness": -0.65}
+    with pytest.raises(DataError, match="not RiC levels targets"):
+        encoding.decode("<simplicity> 0.5")
+    with pytest.raises(DataError, match="not RiC levels targets"):
+        encoding.decode("simplicity: enormous")
+    text = Conditioning(encoding="levels").condition("What is rain?", {"simplicity": 2.0, "informativeness": 0.1})
+    assert text == "What is rain?\n\nsimplicity: very high; informativeness: medium"
+    assert Conditioning(encoding="levels").split(text) == ("What is rain?", {"simplicity": 1.5, "informativeness": 0.0})
 
 
 @pytest.mark.parametrize("position", ["suffix", "prefix"])
@@ -205,6 +222,6 @@ def test_defaults_are_the_papers_and_presets_are_cpu_sized():
     online = (paper.online_lr, paper.online_temperature, paper.online_top_p, paper.original_cap)
     assert online == (1e-5, 0.7, 0.9, 10000)
     quick, full = recipe.config("quick"), recipe.config("full")
-    assert (quick.steps, quick.max_new_tokens, quick.online_iterations) == (32, 64, 0)
+    assert (quick.steps, quick.max_new_tokens, quick.online_iterations) == (16, 64, 0)
     assert (full.steps, full.max_new_tokens, full.online_iterations) == (300, 96, 1)
     assert recipe.stages == ("prepare", "train", "online") and recipe.needs_normalization(quick)

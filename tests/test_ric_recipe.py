@@ -19,6 +19,7 @@ from paretoalign.data import ScoredResponse, read_jsonl
 from paretoalign.generation import STEERING, GenerationConfig
 from paretoalign.interfaces.cli import main as cli
 from paretoalign.methods import get_recipe
+from paretoalign.methods.common.base_samples import steered_messages
 from paretoalign.methods.common.instructions import INSTRUCTIONS
 from paretoalign.methods.ric import Conditioning, is_degenerate, mors_mask
 from paretoalign.methods.ric.stages import (
@@ -27,7 +28,6 @@ from paretoalign.methods.ric.stages import (
     online_sampling,
     online_training_data,
     rewards_of,
-    steered_messages,
 )
 from paretoalign.objectives import apply_stats, count_words, load_objectives
 from paretoalign.training import SFTConfig, SFTTrainer
@@ -128,11 +128,31 @@ def test_prepare_scores_both_sides_of_pairs_with_the_objectives_statistics(tmp_p
     assert run.manifest["stages"]["prepare"]["generated_tokens"] == 0 and not run.finished
 
 
+def test_samples_from_must_be_a_run_with_samples_on_the_same_base_model(fitted, tiny_model_dir, tiny_model_dir_b,
+                                                                        tmp_path):
+    with pytest.raises(ConfigError, match="samples_from replaces the offline dataset"):
+        RIC.config(samples_from=str(fitted.path), dataset=["brief"])
+    objectives = load_objectives(OBJECTIVES)
+    apply_stats(objectives, fitted.manifest["normalization"])
+    config = RIC.config(model=str(tiny_model_dir), samples_from=str(fitted.path), device="cpu", progress=False)
+    with pytest.raises(ConfigError, match="has no finished base-model samples; give a soups or mod run"):
+        RIC.fit(objectives, tmp_path / "a", config, until="prepare")
+    soups = get_recipe("soups")
+    source = soups.fit(objectives, tmp_path / "soups", soups.config(
+        model=str(tiny_model_dir_b), trainer="dpo", prompts=2, samples=2, max_new_tokens=4, device="cpu",
+        progress=False), until="samples")
+    with pytest.raises(ConfigError, match="this run uses .* reuse samples of the same base model"):
+        RIC.fit(objectives, tmp_path / "b", RIC.config(model=str(tiny_model_dir), samples_from=str(source.path),
+                                                       device="cpu", progress=False), until="prepare")
+    assert not (tmp_path / "b" / OFFLINE_DATA).exists()
+
+
 def test_steered_messages_cycle_plain_and_objective_instructions():
     messages = steered_messages(["Q1", "Q2"], load_objectives(OBJECTIVES), 3)
     assert messages[:3] == ["Q1", "Q1\n\nMost importantly: " + INSTRUCTIONS["simplicity"],
                             "Q1\n\nMost importantly: " + INSTRUCTIONS["informativeness"]]
     assert messages[3] == "Q2"
+    assert steered_messages(["Q1", "Q2"], load_objectives(OBJECTIVES), 2, steered=False) == ["Q1", "Q1", "Q2", "Q2"]
 
 
 def test_prepare_samples_the_base_model_and_the_run_keeps_statistics_and_range(fitted):

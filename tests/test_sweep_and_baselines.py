@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from paretoalign.core import ConfigError, Preference
+from paretoalign.data import ScoredResponse, read_jsonl
 from paretoalign.evaluation import weight_grid
 from paretoalign.evaluation.sweep import evaluate
 from paretoalign.objectives.normalization import fit_reference_normalization
@@ -155,19 +156,24 @@ def _adapter_bytes(run):
 
 
 def test_trained_methods_share_policies_and_a_rerun_reloads_them(tiny_model_dir, tmp_path, capsys):
-    """MOD reuses the soups' per-objective adapters; ``eval RUN_DIR`` copies and reloads them without training."""
+    """MOD reuses the soups' per-objective adapters and RiC their base-model samples, even when listed first (soups
+    is fitted first); ``eval RUN_DIR`` copies and reloads them without training."""
     out = tmp_path / "trained"
     argv = _eval_argv(tiny_model_dir, out)
-    argv[1] = "soups,mod"
+    argv[1] = "mod,soups,ric"
     assert main(argv) == 0
     assert "train tok" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
-    assert list(results["methods"]) == ["base", "soups", "mod"]  # the base model's row is always there
-    soups, mod = results["methods"]["soups"]["cost"], results["methods"]["mod"]["cost"]
+    assert list(results["methods"]) == ["base", "mod", "soups", "ric"]  # the base model's row is always there
+    soups, mod, ric = (results["methods"][name]["cost"] for name in ("soups", "mod", "ric"))
     assert soups["trained_tokens"] > 0 and soups["training_seconds"] > 0
     assert {k: soups[k] for k in ("trained_tokens", "training_generated_tokens")} == \
         {k: mod[k] for k in ("trained_tokens", "training_generated_tokens")}
-    assert sorted(p.name for p in (out / "methods").iterdir()) == ["mod", "soups"]
+    assert ric["training_generated_tokens"] == soups["training_generated_tokens"] > 0  # the samples' cost
+    sampled = read_jsonl(out / "methods" / "soups" / "data" / "samples.jsonl", ScoredResponse)
+    offline = read_jsonl(out / "methods" / "ric" / "data" / "offline.jsonl", ScoredResponse)
+    assert [(r.prompt, r.response) for r in offline] == [(r.prompt, r.response) for r in sampled]
+    assert sorted(p.name for p in (out / "methods").iterdir()) == ["mod", "ric", "soups"]
     trained = _adapter_bytes(out / "methods" / "soups")
     assert _adapter_bytes(out / "methods" / "mod").values().__len__() == 2
     assert sorted(_adapter_bytes(out / "methods" / "mod").values()) == sorted(trained.values())

@@ -21,6 +21,10 @@ from ..core.errors import ConfigError
 from ..core.rundir import RunDirectory, is_run_dir
 from ..methods import DEFAULT_OBJECTIVES  # noqa: F401  (the sweep's default axes)
 METHODS_DIR = "methods"
+SHARED_SOURCE = "soups"
+"""The method a sweep fits first: MOD takes its policies and RiC its base-model samples (``_method_config``)."""
+LOCATIONS = ("policies_from", "samples_from")
+"""Settings that say where a run's inputs came from, not how it was trained (``_reuse_previous`` ignores them)."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class DemoPreset:
     batch_size: int = 16
     """Rows per decoding batch; quick decodes its whole grid (110 rows) at once (benchmarks/sweep_throughput.py)."""
     budget: str = "quick"
-    methods: tuple[str, ...] = ("base", "prompting", "best_of_n", "soups", "mod")
+    methods: tuple[str, ...] = ("base", "prompting", "best_of_n", "soups", "mod", "ric")
     """What ``paretoalign demo`` sweeps when ``--methods`` is not given."""
 
 
@@ -91,9 +95,9 @@ def run_sweep(plan: SweepPlan, out: str | Path, overwrite: bool = False,
     run.manifest.update(base_model=resolve_model_spec(plan.model), normalization=stats_to_dict(objectives))
     run.save_manifest()
     names = entry_names(plan.methods)
-    sweeps = [_sweep_one(entry, names[entry], model, tokenizer, objectives, prompts, plan, run, progress)
-              for entry in plan.methods]
-    _write_outputs(run, sweeps, prompts, plan)
+    swept = {entry: _sweep_one(entry, names[entry], model, tokenizer, objectives, prompts, plan, run, progress)
+             for entry in sorted(plan.methods, key=lambda entry: entry != SHARED_SOURCE)}
+    _write_outputs(run, [swept[entry] for entry in plan.methods], prompts, plan)
     run.manifest["seconds"] = round(time.perf_counter() - started, 1)
     return run.mark_finished()
 
@@ -193,12 +197,19 @@ def _policy(entry: str, model, tokenizer, objectives, plan: SweepPlan, run: RunD
 
 def _method_config(recipe, plan: SweepPlan, run: RunDirectory, progress: bool):
     """The recipe's preset for the sweep's budget, on the sweep's model and seed. MOD reuses the soups policies
-    the same sweep fitted (same per-objective training), as the papers compare them."""
+    the same sweep fitted (same per-objective training), as the papers compare them; RiC learns from the soups
+    run's base-model samples (DPO soups draw them), so the sweep samples the base model once."""
+    from ..methods import get_recipe
+
     fields = recipe.Config.__dataclass_fields__
     overrides = {key: value for key, value in (("model", plan.model), ("seed", plan.seed), ("progress", progress),
                                                ("device", plan.device)) if key in fields}
-    if recipe.name == "mod" and "soups" in plan.methods:
-        overrides["policies_from"] = str(run.path / METHODS_DIR / "soups")
+    source = str(run.path / METHODS_DIR / SHARED_SOURCE)
+    if SHARED_SOURCE in plan.methods and recipe.name == "mod":
+        overrides["policies_from"] = source
+    if (SHARED_SOURCE in plan.methods and recipe.name == "ric"
+            and get_recipe(SHARED_SOURCE).config(plan.preset.budget).trainer == "dpo"):
+        overrides["samples_from"] = source
     return recipe.config(plan.preset.budget, **overrides)
 
 
@@ -211,11 +222,12 @@ def _reuse_previous(recipe, name: str, config, objectives, plan: SweepPlan, targ
         return
     old, fingerprint = RunDirectory.open(previous), recipe.fingerprint(config, objectives)
     located = {**fingerprint, "config": {**fingerprint["config"]}}
-    if "policies_from" in located["config"]:  # where MOD's policies came from is a location, not a setting
-        located["config"]["policies_from"] = old.fingerprint.get("config", {}).get("policies_from")
+    for key in LOCATIONS:
+        if key in located["config"]:
+            located["config"][key] = old.fingerprint.get("config", {}).get(key)
     if old.finished and old.method == name and old.fingerprint_difference(located) is None:
         shutil.copytree(previous, target)
-        copy = RunDirectory.open(target)  # MOD's policies now come from this sweep's soups (the same adapters)
+        copy = RunDirectory.open(target)  # its inputs now come from this sweep's soups (the same ones)
         copy.manifest["fingerprint"]["config"] = fingerprint["config"]
         copy.save_manifest()
 

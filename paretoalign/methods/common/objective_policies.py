@@ -4,7 +4,7 @@ dimension; SIPO to come).
 Two stages in the method's run directory:
 
 1. ``samples`` (DPO only): ``samples`` base-model answers per train prompt, drawn once and shared by every
-   objective, written to ``data/samples.jsonl``.
+   objective (``base_samples``: steered by each objective's instruction in turn), in ``data/samples.jsonl``.
 2. ``policies``: one LoRA adapter per objective under ``policies/<objective>/``: DPO on the objective's
    best-vs-worst pairs of those samples, or PPO on its normalized reward (the papers' trainer). Each finished
    adapter is recorded at once, so an interrupted run resumes with the next objective.
@@ -29,7 +29,6 @@ from ...core.rundir import RunDirectory
 if TYPE_CHECKING:
     from ...objectives.base import Objective
 
-SAMPLES_FILE = "data/samples.jsonl"
 POLICIES_DIR = "policies"
 TRAINERS = ("dpo", "ppo")
 
@@ -45,6 +44,8 @@ class ObjectivePoliciesConfig:
     samples: int = setting(4, "DPO: base-model samples per prompt, ranked by each objective")
     max_new_tokens: int = setting(96, "tokens per sampled response")
     temperature: float = setting(1.0, "sampling temperature of the DPO samples")
+    steered: bool = setting(True, "DPO samples cycle through the plain prompt and the prompt with each objective's "
+                            "instruction (wider reward gaps between a pair's answers); false: plain prompts only")
     epochs: float = setting(2.0, "DPO passes over the pairs")
     batch_size: int = setting(8, "DPO pairs per optimizer step")
     lr: float = setting(1e-4, "DPO learning rate")
@@ -97,23 +98,17 @@ def train_prompts(count: int) -> list[str]:
 
 def sample_candidates(run: RunDirectory, objectives: list[Objective], config: ObjectivePoliciesConfig) -> dict:
     """Stage ``samples``: the shared base-model answers the DPO pairs are ranked from (nothing for PPO)."""
-    from ...data import ScoredResponse, write_jsonl
-    from ...generation import GenerationConfig, generate
-    from ...models import load_model
+    from .base_samples import Sampling, sample_answers, write_samples
 
     check_objectives(objectives)
     if config.trainer != "dpo":
         return {"generated_tokens": 0, "trained_tokens": 0}
-    prompts = train_prompts(config.prompts)
-    model, tokenizer = load_model(config.model, device=config.device)
-    generation = GenerationConfig(max_new_tokens=config.max_new_tokens, min_new_tokens=1,
-                                  temperature=config.temperature, seed=config.seed, batch_size=32,
-                                  progress=config.progress)
-    expanded = [prompt for prompt in prompts for _ in range(config.samples)]
-    responses = generate(model, tokenizer, expanded, generation)
-    write_jsonl(run.path / SAMPLES_FILE, [ScoredResponse(prompt=p, response=r.text) for p, r in zip(expanded, responses)])
-    return {"responses": len(responses), "generated_tokens": sum(len(r.token_ids) for r in responses),
-            "trained_tokens": 0}
+    sampling = Sampling(samples=config.samples, max_new_tokens=config.max_new_tokens,
+                        temperature=config.temperature, seed=config.seed, steered=config.steered)
+    records, generated = sample_answers(config.model, train_prompts(config.prompts), objectives, sampling,
+                                        device=config.device, progress=config.progress)
+    write_samples(run, records)
+    return {"responses": len(records), "generated_tokens": generated, "trained_tokens": 0}
 
 
 def train_policies(run: RunDirectory, objectives: list[Objective], config: ObjectivePoliciesConfig) -> dict:
@@ -162,9 +157,9 @@ def policy_folders(run: RunDirectory) -> dict[str, Path]:
 
 
 def _grouped_samples(run: RunDirectory, samples: int) -> tuple[list[str], list[list[str]]]:
-    from ...data import ScoredResponse, read_jsonl
+    from .base_samples import read_samples
 
-    rows = read_jsonl(run.path / SAMPLES_FILE, ScoredResponse)
+    rows = read_samples(run)
     prompts = [rows[i].prompt for i in range(0, len(rows), samples)]
     return prompts, [[row.response for row in rows[i : i + samples]] for i in range(0, len(rows), samples)]
 

@@ -14,7 +14,7 @@ from typing import Any
 _EXPORTS = {
     "RiCConfig": "recipe", "RiCRecipe": "recipe",
     "RiCPolicy": "policy",
-    "Conditioning": "conditioning", "NumericEncoding": "conditioning", "TargetEncoding": "conditioning",
+    "Conditioning": "conditioning", "PairEncoding": "conditioning",
     "ENCODINGS": "conditioning", "POSITIONS": "conditioning",
     "MAPPINGS": "targets", "clip_targets": "targets", "fitted_range": "targets", "is_degenerate": "targets",
     "mors_mask": "targets", "preference_to_targets": "targets", "sample_frontier_targets": "targets",

@@ -1,56 +1,72 @@
 """How RiC writes reward targets into the prompt.
 
-The default encoding is numeric text, one decimal per objective: ``<simplicity> 0.5 <friendliness> -1.2``.
-Encodings are pluggable (``ENCODINGS``); the text goes at the end of the user's message (``suffix``, the
-default: the default model follows instructions in the user turn, see ``methods/prompting.py``) or at its
-start (``prefix``), separated by a blank line. Training (``SFTTrainer(prompt_transform=...)``) and
+The default encoding is the paper's numeric text, one decimal per objective: ``<simplicity> 0.5 <friendliness>
+-1.2``. ``levels`` writes each target as one of five words the base model already knows (``simplicity: very high;
+friendliness: low``); at the quick budget it steers no better than numbers (README, "RiC"). Encodings are
+pluggable (``ENCODINGS``); the text goes at the end of the user's message (``suffix``, the default: the default
+model follows instructions in the user turn, see ``methods/prompting.py``) or at its start (``prefix``),
+separated by a blank line. Training (``SFTTrainer(prompt_transform=...)``) and
 generation both call :meth:`Conditioning.condition`, so the model sees the same format in both.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from ...core.errors import ConfigError, DataError
 
 SEPARATOR = "\n\n"
 POSITIONS = ("suffix", "prefix")
+LEVELS = ("very low", "low", "medium", "high", "very high")
+LEVEL_EDGES = (-1.0, -0.35, 0.35, 1.0)
+"""Normalized rewards (z-scores) below the first edge are ``very low``, at or above the last ``very high``:
+about 16/20/28/20/16 % of a normal distribution."""
+LEVEL_CENTERS = (-1.5, -0.65, 0.0, 0.65, 1.5)
+"""The target each word stands for when a text is read back."""
 
 
-class TargetEncoding(Protocol):
-    """Targets <-> text."""
+def level_of(value: float) -> str:
+    """The word of :data:`LEVELS` a normalized reward falls in."""
+    return LEVELS[sum(value >= edge for edge in LEVEL_EDGES)]
+
+
+@dataclass(frozen=True)
+class PairEncoding:
+    """Targets as one ``name value`` pair per objective, in objective order: ``pair`` formats a name and a written
+    value, ``pattern`` finds them again, ``written`` / ``value`` turn a target into text and back."""
 
     name: str
-
-    def encode(self, targets: Mapping[str, float]) -> str: ...
-
-    def decode(self, text: str) -> dict[str, float]: ...
-
-
-class NumericEncoding:
-    """``<name> value`` pairs in objective order, values rounded to one decimal."""
-
-    name = "numeric"
-    _PAIR = re.compile(r"<([^<>\s]+)>\s+(-?\d+\.\d)")
+    pair: str
+    separator: str
+    pattern: re.Pattern[str]
+    written: Callable[[float], str]
+    value: Callable[[str], float]
+    example: str
 
     def encode(self, targets: Mapping[str, float]) -> str:
-        """``<a> 0.5 <b> -1.2``; -0.0 is written as 0.0."""
-        return " ".join(f"<{name}> {round(float(value), 1) + 0.0:.1f}" for name, value in targets.items())
+        return self.separator.join(self.pair.format(name=name, value=self.written(float(value)))
+                                   for name, value in targets.items())
 
     def decode(self, text: str) -> dict[str, float]:
-        """The targets written by :meth:`encode` (DataError when ``text`` is not in that form)."""
-        pairs = self._PAIR.findall(text)
-        if not pairs or " ".join(f"<{name}> {value}" for name, value in pairs) != text.strip():
-            raise DataError(
-                f"{text!r} is not RiC numeric targets; expected text like '<simplicity> 0.5 <friendliness> -1.2'"
-            )
-        return {name: float(value) for name, value in pairs}
+        """The targets :meth:`encode` wrote (DataError when ``text`` is not in that form)."""
+        pairs = self.pattern.findall(text)
+        if not pairs or self.separator.join(self.pair.format(name=n, value=w) for n, w in pairs) != text.strip():
+            raise DataError(f"{text!r} is not RiC {self.name} targets; expected text like {self.example!r}")
+        return {name: self.value(written) for name, written in pairs}
 
 
-ENCODINGS: dict[str, type] = {"numeric": NumericEncoding}
+ENCODINGS: dict[str, PairEncoding] = {
+    "numeric": PairEncoding(
+        "numeric", "<{name}> {value}", " ", re.compile(r"<([^<>\s]+)>\s+(-?\d+\.\d)"),
+        written=lambda value: f"{round(value, 1) + 0.0:.1f}", value=float,  # one decimal; -0.0 written as 0.0
+        example="<simplicity> 0.5 <friendliness> -1.2"),
+    "levels": PairEncoding(
+        "levels", "{name}: {value}", "; ", re.compile(r"([^:;\s]+): (very low|low|medium|high|very high)"),
+        written=level_of, value=lambda word: LEVEL_CENTERS[LEVELS.index(word)],
+        example="simplicity: very high; informativeness: low"),
+}
 
 
 @dataclass(frozen=True)
@@ -67,8 +83,8 @@ class Conditioning:
             raise ConfigError(f"target position {self.position!r} is unknown; use one of {', '.join(POSITIONS)}")
 
     @property
-    def encoder(self) -> TargetEncoding:
-        return ENCODINGS[self.encoding]()
+    def encoder(self) -> PairEncoding:
+        return ENCODINGS[self.encoding]
 
     def condition(self, prompt: str, targets: Mapping[str, float]) -> str:
         """The user message carrying ``targets``."""

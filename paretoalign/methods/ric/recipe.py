@@ -40,6 +40,8 @@ class RiCConfig:
     model: str | None = setting(None, "base model: hub id, folder or .gguf (default: the embedded model)")
     dataset: list[str] = setting([], "offline data: name[:proportion[:path]] or a file of pairs, responses or prompts "
                                  "(default: the shipped brief prompts)")
+    samples_from: str | None = setting(None, "a finished soups or mod run (trainer dpo) whose base-model samples "
+                                       "are the offline responses, instead of the dataset (their cost counts here)")
     max_prompts: int = setting(0, "prompts of prompt-only data the base model answers (0 = all)")
     samples_per_prompt: int = setting(3, "base-model answers per prompt-only record")
     max_new_tokens: int = setting(64, "tokens per sampled response (prepare and online)")
@@ -74,6 +76,8 @@ class RiCConfig:
         if self.mapping not in MAPPING_NAMES:
             raise ConfigError(f"mapping {self.mapping!r} is not one of {', '.join(MAPPING_NAMES)}")
         Conditioning(self.encoding, self.position)
+        if self.samples_from and self.dataset:
+            raise ConfigError("samples_from replaces the offline dataset; give samples_from or dataset, not both")
         for name in ("samples_per_prompt", "max_new_tokens", "steps", "batch_size", "online_samples", "online_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -92,16 +96,16 @@ class RiCConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": dict(max_prompts=48, samples_per_prompt=3, max_new_tokens=64, temperature=0.7, lora_r=16, lora_alpha=32,
-                  lr=1e-3, steps=32, batch_size=8, max_length=160, save_every=32, online_iterations=0),
+    "quick": dict(max_prompts=32, samples_per_prompt=4, max_new_tokens=64, temperature=1.0, lora_r=16, lora_alpha=32,
+                  lr=1e-3, steps=16, batch_size=8, max_length=160, save_every=16, online_iterations=0),
     "full": dict(max_prompts=0, samples_per_prompt=3, max_new_tokens=96, lora_r=32, lora_alpha=64, lr=5e-4, steps=300,
                  batch_size=8, max_length=256, save_every=50, online_iterations=1, online_samples=192,
                  online_steps=100),
 }
-"""CPU-sized (the paper's r=64, alpha=128, lr=1.4e-4 are ``RiCConfig``'s own, for GPUs): ``quick`` is 48 prompts
-x 3 samples of 64 tokens (T=0.7) and 32 LoRA steps of 8, no online iteration; ``full`` uses every train prompt,
-96 tokens, 300 steps and one online iteration. Measured in a quick sweep on the quiet 2-core CPU: quick took 224 s
-(its answers do not yet follow the targets at this budget: see the README)."""
+"""CPU-sized (the paper's r=64, alpha=128, lr=1.4e-4 are ``RiCConfig``'s own, for GPUs): ``quick`` is 32 prompts
+x 4 samples of 64 tokens (T=1; the soups quick preset's samples, which ``paretoalign demo`` hands over) and 16 LoRA
+steps of 8 (one pass), no online iteration; ``full`` uses every train prompt, 96 tokens, 300 steps and one online
+iteration. At the quick budget its answers do not follow the targets (README, "RiC")."""
 
 
 class RiCRecipe(Recipe):

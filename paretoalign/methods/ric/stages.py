@@ -1,7 +1,7 @@
 """RiC's stages (METHODS.md "RiC"), each ``stage(run, objectives, config) -> record`` with its compute.
 
-1. :func:`prepare`: every offline response (both sides of preference pairs, scored responses, or base-model
-   answers to prompt-only data) scored with every objective; ``data/offline.jsonl`` keeps raw scores and
+1. :func:`prepare`: every offline response (both sides of preference pairs, scored responses, base-model
+   answers to prompt-only data, or another run's base-model samples) scored with every objective; ``data/offline.jsonl`` keeps raw scores and
    normalized rewards; the target range is the span of those rewards.
 2. :func:`train_offline`: LoRA SFT, loss on response tokens, each prompt carrying its response's own rewards.
 3. :func:`train_online`: per iteration, targets on the frontier -> generate (T=0.7, top-p 0.9, EOS banned first)
@@ -9,9 +9,8 @@
    data (capped) -> SFT at the online learning rate (constant) on kept original + all online data so far.
 
 Prompt-only data (the default: the shipped train prompts) is answered ``samples_per_prompt`` times per prompt,
-cycling through the plain prompt and the prompt with one objective's preference instruction appended (the user
-turn is where the default model listens), which widens the range of rewards the model learns to condition on;
-the dataset keeps the plain prompt. Training resumes from a stage folder's newest checkpoint, and finished online
+steered by each objective's instruction in turn (``common.base_samples``), which widens the range of rewards the
+model learns to condition on; the dataset keeps the plain prompt. Training resumes from a stage folder's newest checkpoint, and finished online
 iterations are kept (``manifest["online_iterations"]``), so an interrupted fit goes on where it stopped.
 """
 
@@ -25,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from ...core.errors import DataError, ModelLoadError
-from ...core.preference import Preference
 from ...core.rundir import COMPUTE_KEYS, RunDirectory
 from ...core.runtime import autocast_precision
 from ...data import (DEFAULT_PROMPT_SET, PreferencePair, PromptRecord, SafetyPair, ScoredResponse, load_mixture,
@@ -36,7 +34,7 @@ from ...objectives import score_all
 from ...objectives.base import Objective
 from ...training import SFTConfig, SFTTrainer, TrainResult
 from ...training.base import CHECKPOINTS, FINAL_MODEL
-from ..common.instructions import INSTRUCTIONS, steering_text
+from ..common.base_samples import GENERATION_BATCH, Sampling, reuse_samples, sample_answers
 from .conditioning import Conditioning
 from .policy import RiCPolicy
 from .recipe import RiCConfig
@@ -48,7 +46,6 @@ REWARDS = "rewards"
 ORIGIN = "origin"
 ONLINE = "online_iterations"
 """Manifest key: one record per online iteration, finished ones carrying their ``adapter``."""
-GENERATION_BATCH = 48
 
 
 # ---------------------------------------------------------------- 1. prepare
@@ -56,6 +53,24 @@ GENERATION_BATCH = 48
 
 def prepare(run: RunDirectory, objectives: Sequence[Objective], config: RiCConfig) -> dict[str, Any]:
     """Score the offline responses with every objective and fit the target range (their span)."""
+    started = time.perf_counter()
+    pairs, drawn = offline_responses(run, objectives, config)
+    data = scored_records(objectives, pairs, OFFLINE)
+    write_jsonl(run.path / OFFLINE_DATA, data)
+    span = fitted_range(rewards_of(data, [o.name for o in objectives]))
+    run.manifest["target_range"] = {name: list(bounds) for name, bounds in span.items()}
+    run.add_artifact("offline_data", OFFLINE_DATA, records=len(data))
+    wall = round(time.perf_counter() - started + drawn.pop("wall_time_s", 0), 3)
+    return {"responses": len(data), **drawn, "trained_tokens": 0, "wall_time_s": wall}
+
+
+def offline_responses(run: RunDirectory, objectives: Sequence[Objective],
+                      config: RiCConfig) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """The (prompt, response) pairs RiC learns from and what drawing them cost: another run's base-model samples
+    (``samples_from``), else the dataset's responses plus base-model answers to its prompts."""
+    if config.samples_from:
+        records, cost = reuse_samples(run, config.samples_from)
+        return [(record.prompt, record.response) for record in records], cost
     dataset = config.dataset or [DEFAULT_PROMPT_SET]
     records = load_mixture(dataset, seed=config.seed)
     pairs = [pair for record in records for pair in responses_of(record)]
@@ -63,18 +78,15 @@ def prepare(run: RunDirectory, objectives: Sequence[Objective], config: RiCConfi
     prompts = prompts[: config.max_prompts] if config.max_prompts else prompts
     generated = 0
     if prompts:
-        sampled, generated = sample_base_responses(prompts, objectives, config)
-        pairs += sampled
+        sampling = Sampling(samples=config.samples_per_prompt, max_new_tokens=config.max_new_tokens,
+                            temperature=config.temperature, seed=config.seed)
+        sampled, generated = sample_answers(config.model, prompts, objectives, sampling, device=config.device,
+                                            dtype=config.dtype, progress=config.progress)
+        pairs += [(record.prompt, record.response) for record in sampled]
     if not pairs:
         raise DataError(f"the RiC data {dataset} holds no responses or prompts; give "
                         "preference pairs, scored responses or prompts")
-    data = scored_records(objectives, pairs, OFFLINE)
-    write_jsonl(run.path / OFFLINE_DATA, data)
-    span = fitted_range(rewards_of(data, [o.name for o in objectives]))
-    run.manifest["target_range"] = {name: list(bounds) for name, bounds in span.items()}
-    run.add_artifact("offline_data", OFFLINE_DATA, records=len(data))
-    return {"responses": len(data), "sampled_prompts": len(prompts), "generated_tokens": generated,
-            "trained_tokens": 0}
+    return pairs, {"sampled_prompts": len(prompts), "generated_tokens": generated}
 
 
 def responses_of(record: Any) -> list[tuple[str, str]]:
@@ -86,25 +98,6 @@ def responses_of(record: Any) -> list[tuple[str, str]]:
     if isinstance(record, ScoredResponse):
         return [(record.prompt, record.response)]
     return []
-
-
-def steered_messages(prompts: Sequence[str], objectives: Sequence[Objective], samples: int) -> list[str]:
-    """``samples`` user messages per prompt, cycling through the plain prompt and one objective's instruction."""
-    texts = [""] + [steering_text(Preference.parse({o.name: 1.0})) for o in objectives if o.name in INSTRUCTIONS]
-    chosen = [(prompt, texts[j % len(texts)]) for prompt in prompts for j in range(samples)]
-    return [f"{prompt}\n\n{text}" if text else prompt for prompt, text in chosen]
-
-
-def sample_base_responses(prompts: Sequence[str], objectives: Sequence[Objective],
-                          config: RiCConfig) -> tuple[list[tuple[str, str]], int]:
-    """Base-model answers to ``prompts`` (see the module notes) and the number of tokens generated."""
-    model, tokenizer = load_model(config.model, dtype=config.dtype, device=config.device)
-    messages = steered_messages(prompts, objectives, config.samples_per_prompt)
-    sampling = GenerationConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                                seed=config.seed, batch_size=GENERATION_BATCH, progress=config.progress)
-    responses = generate(model, tokenizer, messages, sampling)
-    plain = [prompt for prompt in prompts for _ in range(config.samples_per_prompt)]
-    return [(p, r.text) for p, r in zip(plain, responses)], sum(len(r.token_ids) for r in responses)
 
 
 def scored_records(objectives: Sequence[Objective], pairs: Sequence[tuple[str, str]],

@@ -18,8 +18,8 @@ from ...data import PreferencePair, ScoredResponse, read_jsonl, write_jsonl
 from ...generation import GenerationConfig
 from ...objectives.base import Objective
 from ..common.mod_policy import MODPolicy, load_mod_policy
+from ..common.base_samples import SAMPLES_FILE
 from ..common.objective_policies import (
-    SAMPLES_FILE,
     check_objectives,
     policy_folders,
     sample_candidates,
@@ -49,7 +49,7 @@ REWRITES_FILE = "data/rewrites.jsonl"
 COMBINED_FILE = "data/combined.jsonl"
 FILTERED_FILE = "data/filtered.jsonl"
 REALIGNED = "realigned"
-SAMPLING = ("trainer", "prompts", "samples", "max_new_tokens", "temperature", "seed")
+SAMPLING = ("trainer", "prompts", "samples", "max_new_tokens", "temperature", "steered", "seed")
 """The settings that decide the base model's samples (with the base model)."""
 SURVIVORS = "survivors"
 """Manifest entry: how many prompts, samples and candidates are left after each stage."""
