@@ -10,7 +10,7 @@ import torch
 from paretoalign.core.errors import ConfigError, DataError
 from paretoalign.generation.chat import prompt_token_ids
 from paretoalign.training.config import DPOConfig, SFTConfig, load_config, parse_config
-from paretoalign.training.logprobs import IGNORE_INDEX
+from paretoalign.training.logprobs import IGNORE_INDEX, response_logits
 from paretoalign.training.sft import SFTTrainer, pack_examples
 
 
@@ -104,6 +104,20 @@ def test_packing_keeps_examples_apart(tiny_model_dir, tmp_path):
         tail = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits[0, second:second + 10]
         fresh = model(input_ids=torch.tensor([rows[0]["input_ids"][second:second + 10]])).logits[0]
     assert torch.allclose(tail, fresh, atol=1e-5)
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_sft_loss_on_response_logits_equals_the_models_own_loss(tiny_model_dir, tmp_path, packing):
+    """The LM head runs only from the last prompt position on; the loss is the one HF computes over every logit."""
+    data = [{"prompt": "Hi" + " there" * i, "response": "Fine, thanks" + " a lot" * (3 - i)} for i in range(4)]
+    trainer = SFTTrainer(sft_config(tiny_model_dir, tmp_path, packing=packing, max_length=160), data)
+    batch = trainer.collate(trainer.train_examples[:4])
+    with torch.no_grad():
+        expected = trainer.model(**batch, use_cache=False).loss
+        loss, _ = trainer.compute_loss(batch)
+        logits, labels = response_logits(trainer.model, batch["labels"], input_ids=batch["input_ids"])
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert logits.shape[1] == labels.shape[1] < batch["labels"].shape[1]  # the prompt's logits were not computed
 
 
 def test_bad_sft_input(tiny_model_dir, tmp_path):

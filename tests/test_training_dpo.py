@@ -10,6 +10,7 @@ import torch
 
 from paretoalign.training.config import DPOConfig
 from paretoalign.training.dpo import DPOTrainer
+from paretoalign.training.logprobs import IGNORE_INDEX, response_logprobs
 
 
 PROMPTS = ["How do I cook rice?", "Why is the sky blue?", "Give me three tips.", "Explain photosynthesis."]
@@ -31,6 +32,17 @@ def test_policy_equals_reference_at_start_and_training_lowers_the_loss(tiny_mode
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-5)  # step 1 runs at π = π_ref
     assert result.metrics["eval_loss"] < 0.5 * math.log(2)
     assert result.metrics["eval_accuracy"] == 1.0
+
+
+def test_sequence_logps_equal_those_of_every_logit(tiny_model_dir, tmp_path):
+    """The LM head runs only from the last prompt position on; the sums are those of the full logits."""
+    trainer = DPOTrainer(dpo_config(tiny_model_dir, tmp_path), PAIRS)
+    batch = trainer.collate(trainer.train_examples)
+    with torch.no_grad():
+        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        expected = response_logprobs(logits, batch["labels"], batch["labels"] != IGNORE_INDEX)
+        logps, counts = trainer.sequence_logps(trainer.model, batch)
+    assert torch.allclose(logps, expected[0], atol=1e-5) and torch.equal(counts, expected[1])
 
 
 def test_stored_reference_equals_adapter_free_reference(tiny_model_dir, tmp_path):

@@ -27,7 +27,7 @@ from ..generation.chat import pad_id, render_prompts
 from ..models.lora import reference_mode
 from .base import DataReport, Trainer, as_record_dict, load_causal_lm
 from .config import DPOConfig
-from .logprobs import IGNORE_INDEX, response_logprobs
+from .logprobs import IGNORE_INDEX, response_logits, response_logprobs
 from .losses import (
     EMAMarginReference,
     adaptive_margin_dpo_loss,
@@ -114,9 +114,8 @@ class DPOTrainer(Trainer):
 
     def sequence_logps(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], rows: slice = slice(None)):
         """Summed response log-probs and response token counts of ``rows`` of the stacked sequences."""
-        logits = model(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows],
-                       use_cache=False).logits
-        labels = batch["labels"][rows]
+        logits, labels = response_logits(model, batch["labels"][rows], input_ids=batch["input_ids"][rows],
+                                         attention_mask=batch["attention_mask"][rows])
         return response_logprobs(logits, labels, labels != IGNORE_INDEX)
 
     @torch.no_grad()

@@ -34,3 +34,16 @@ def response_logprobs(
     token_logps = token_logprobs(logits[:, :-1], targets.masked_fill(~scored, 0))
     sum_logps = (token_logps * scored).sum(dim=-1)
     return sum_logps, scored.sum(dim=-1)
+
+
+def response_logits(model: torch.nn.Module, labels: torch.Tensor, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's logits from the last prompt position on (over the prompt the LM head would score nothing), and
+    ``labels`` cut to the same columns: what :func:`response_logprobs` and the SFT loss need, for less work.
+
+    ``labels`` is (B, T) with ``-100`` on prompt and padding; ``inputs`` are the model's other arguments.
+    """
+    scored = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero()
+    start = int(scored[0]) if len(scored) else labels.shape[1] - 1
+    keep = labels.shape[1] - start
+    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+    return logits, labels[:, start:]

@@ -13,13 +13,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from ..core.errors import DataError
 from ..generation.chat import has_chat_template, pad_id, render_prompts
 from .base import DataReport, Trainer, load_causal_lm
 from .config import SFTConfig
-from .logprobs import IGNORE_INDEX
+from .logprobs import IGNORE_INDEX, response_logits
 
 PromptTransform = Callable[[dict[str, Any]], str]
 
@@ -135,5 +136,8 @@ class SFTTrainer(Trainer):
         return batch
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
-        outputs = self.model(**batch, use_cache=False)
-        return outputs.loss, {}
+        """Mean next-token cross-entropy over the response tokens (the LM head runs from the last prompt position)."""
+        inputs = {key: value for key, value in batch.items() if key != "labels"}
+        logits, labels = response_logits(self.model, batch["labels"], **inputs)
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+        return loss, {}
