@@ -1,6 +1,6 @@
 """Wall time of the quick demo's Pareto sweep run point by point against batched across the grid, same answers.
 
-The quick preset (``campaign.PRESETS["quick"]``: its 10 eval prompts of the default prompt set, 11 grid points
+The quick preset (``campaign.PRESETS["quick"]``: its eval prompts of the default prompt set, its grid points
 over simplicity and informativeness, its new tokens, T=0.7, its batch size, seed 0) on the embedded default model,
 for ``prompting``, ``soups`` and ``mod``. Soups and MOD run over two LoRA adapters with the soups recipe's rank and
 alpha and random non-zero weights, built here: decoding costs the same as with trained ones. Each method is swept

@@ -92,3 +92,22 @@ def test_reference_sees_the_prompt_it_is_given(model, tokenizer):
 def test_mismatched_prompts_raise_config_error(model, tokenizer):
     with pytest.raises(ConfigError):
         sequence_logprobs(model, tokenizer, PROMPTS, [[1, 2]])
+
+
+def test_base_policy_samples_carry_the_teacher_forced_reference_logprobs(sharp_model, tokenizer):
+    """π_ref's own samples record log π_ref at T=1 while sampling (top-p and temperature warp only the sampling), so
+    the sweep's KL of base and best-of-N needs no second pass; it equals the teacher-forced KL."""
+    from paretoalign.evaluation.sweep import _sequence_kl
+    from paretoalign.generation import BasePolicy
+    from paretoalign.generation.policy import REFERENCE_LOGPROBS
+
+    config = GenerationConfig(max_new_tokens=12, temperature=0.6, top_p=0.8, seed=2, batch_size=3)
+    responses = BasePolicy(sharp_model, tokenizer).generate(PROMPTS, None, config)
+    forced = sequence_logprobs(sharp_model, tokenizer, PROMPTS, [r.token_ids for r in responses])
+    for response, values in zip(responses, forced):
+        assert response.meta[REFERENCE_LOGPROBS] == pytest.approx(values.tolist(), abs=1e-4)
+    recorded = _sequence_kl(responses, PROMPTS, (sharp_model, tokenizer), config)
+    plain = [type(r)(r.prompt, r.text, r.token_ids, r.logprobs, r.finish_reason) for r in responses]
+    assert recorded == pytest.approx(_sequence_kl(plain, PROMPTS, (sharp_model, tokenizer), config), abs=1e-3)
+    assert (recorded > 0.1).all()  # the warped sampler is far from π_ref at T=1
+    assert REFERENCE_LOGPROBS not in generate(sharp_model, tokenizer, PROMPTS[:1], config)[0].meta

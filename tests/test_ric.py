@@ -222,6 +222,6 @@ def test_defaults_are_the_papers_and_presets_are_cpu_sized():
     online = (paper.online_lr, paper.online_temperature, paper.online_top_p, paper.original_cap)
     assert online == (1e-5, 0.7, 0.9, 10000)
     quick, full = recipe.config("quick"), recipe.config("full")
-    assert (quick.steps, quick.max_new_tokens, quick.online_iterations) == (16, 64, 0)
+    assert (quick.steps, quick.max_new_tokens, quick.online_iterations) == (12, 64, 0)
     assert (full.steps, full.max_new_tokens, full.online_iterations) == (300, 96, 1)
     assert recipe.stages == ("prepare", "train", "online") and recipe.needs_normalization(quick)

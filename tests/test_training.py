@@ -143,3 +143,19 @@ def test_two_runs_in_one_process_with_different_precision(tiny_model_dir, tmp_pa
     manifest = json.loads((second.run_dir / "manifest.json").read_text())
     assert manifest["config"]["mixed_precision"] == "bf16"
     assert manifest["artifacts"]["model"]["kind"] == "adapter"
+
+
+def test_group_by_length_batches_similar_lengths_and_keeps_every_example(tiny_model_dir, tmp_path):
+    data = [{"prompt": f"Question {i}?", "response": "word " * (1 + (7 * i) % 23)} for i in range(21)]
+    plain = SFTTrainer(sft_config(tiny_model_dir, tmp_path, batch_size=4), data)
+    grouped = SFTTrainer(sft_config(tiny_model_dir, tmp_path, batch_size=4, group_by_length=True), data)
+
+    def padding(trainer, order):
+        lengths = [len(trainer.train_examples[i]["input_ids"]) for i in order]
+        return sum(max(lengths[s:s + 4]) * len(lengths[s:s + 4]) - sum(lengths[s:s + 4]) for s in range(0, 20, 4))
+
+    for epoch in range(2):
+        order, plain_order = grouped._epoch_order(epoch), plain._epoch_order(epoch)
+        assert sorted(order[:21]) == list(range(21)) and len(order) == 24  # every example, wrapped to full batches
+        assert padding(grouped, order) < padding(plain, plain_order) / 3
+    assert grouped._epoch_order(0)[:20] != grouped._epoch_order(1)[:20]  # batches still come in random order

@@ -39,21 +39,21 @@ class DemoPreset:
     points_per_axis: int
     temperature: float = 0.7
     batch_size: int = 16
-    """Rows per decoding batch; quick decodes its whole grid (120 rows) at once (benchmarks/sweep_throughput.py)."""
+    """Rows per decoding batch; quick decodes its whole grid (108 rows) at once (benchmarks/sweep_throughput.py)."""
     budget: str = "quick"
     methods: tuple[str, ...] = ("base", "prompting", "best_of_n", "soups", "mod", "ric")
     """What ``paretoalign demo`` sweeps when ``--methods`` is not given."""
 
 
 PRESETS: dict[str, DemoPreset] = {
-    "quick": DemoPreset(fit_prompts=24, eval_prompts=20, samples_per_prompt=1, max_new_tokens=80,
+    "quick": DemoPreset(fit_prompts=24, eval_prompts=18, samples_per_prompt=1, max_new_tokens=80,
                         points_per_axis=6, batch_size=128),
     "full": DemoPreset(fit_prompts=128, eval_prompts=48, samples_per_prompt=2, max_new_tokens=96,
                        points_per_axis=11, budget="full",
                        methods=("base", "prompting", "best_of_n", "ric", "soups", "morlhf", "mod", "mavis")),
 }
-"""``quick`` decodes 20 prompts at 6 weights (0, 0.2, ..., 1): 120 rows, what 10 prompts at 11 weights cost, with each
-point's mean over twice the prompts, so the rank correlation behind steerability sees less sampling noise."""
+"""``quick`` decodes 18 prompts at 6 weights (0, 0.2, ..., 1): 108 rows, what 10 prompts at 11 weights cost, with each
+point's mean over almost twice the prompts, so the rank correlation behind steerability sees less sampling noise."""
 
 
 @dataclass

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 from ..core.errors import ConfigError
 from ..core.preference import Constraint, Preference
 from ..generation import kl_to_reference
-from ..generation.policy import GENERATED_TOKENS, KL_SELECTION, GenerationConfig, Response, SteerablePolicy, sample_passes
+from ..generation.policy import (GENERATED_TOKENS, KL_SELECTION, REFERENCE_LOGPROBS, GenerationConfig, Response,
+                                 SteerablePolicy, sample_passes)
 from ..objectives import count_words
 from ..objectives.base import Objective
 from ..objectives.normalization import prompt_texts
@@ -88,12 +89,16 @@ def _constraint_summary(constraints: Sequence[Constraint], raw: dict[str, np.nda
 
 
 def _sequence_kl(responses: list[Response], prompts: list[str], reference: tuple[Any, Any], config: GenerationConfig) -> np.ndarray:
-    """Per-response KL to π_ref on the plain prompts, plus any divergence the policy's selection adds."""
-    ref_model, ref_tokenizer = reference
-    kl = np.asarray(
-        kl_to_reference(responses, ref_model, ref_tokenizer, prompts, system_prompt=config.system_prompt),
-        dtype=np.float64,
-    )
+    """Per-response KL to π_ref on the plain prompts, plus any divergence the policy's selection adds. Responses
+    sampled from π_ref itself carry its log-probabilities, so they need no teacher-forced pass."""
+    if all(REFERENCE_LOGPROBS in r.meta for r in responses):
+        kl = np.array([sum(r.logprobs) - sum(r.meta[REFERENCE_LOGPROBS]) for r in responses], dtype=np.float64)
+    else:
+        ref_model, ref_tokenizer = reference
+        kl = np.asarray(
+            kl_to_reference(responses, ref_model, ref_tokenizer, prompts, system_prompt=config.system_prompt),
+            dtype=np.float64,
+        )
     selection = np.array([float(r.meta.get(KL_SELECTION, 0.0)) for r in responses])
     return kl + selection
 

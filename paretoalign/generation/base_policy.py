@@ -29,8 +29,9 @@ class BasePolicy:
         preference: Preference | None,
         config: GenerationConfig,
     ) -> list[Response]:
-        """Sample from the model; ``preference`` is accepted and ignored."""
-        return generate(self.model, self.tokenizer, prompts, config)
+        """Sample from the model (its own π_ref: the responses carry their reference log-probabilities);
+        ``preference`` is accepted and ignored."""
+        return generate(self.model, self.tokenizer, prompts, config, reference=True)
 
     def reference(self) -> tuple[Any, Any]:
         """The model itself and its tokenizer."""

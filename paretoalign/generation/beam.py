@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 from ..core.errors import ConfigError
 from .chat import pad_id, pad_left, prompt_token_ids
 from .decoding import Decoded, NextTokenScorer, decode_loop
-from .policy import GenerationConfig, Response
-from .sampling import StopStrings, TokenSampler, length_sorted_batches, reporting_steps, sequence_seeds, to_response
+from .policy import REFERENCE_LOGPROBS, GenerationConfig, Response
+from .sampling import (StopStrings, TokenSampler, length_sorted_batches, recording_scorer_logprobs, reporting_steps,
+                       sequence_seeds, to_response)
 
 
 @dataclass
@@ -186,12 +187,15 @@ def generate_with_scorer(
     rendered: bool = False,
     scorer_rows: bool = False,
     seed_groups: Sequence[Hashable] | None = None,
+    record_reference: bool = False,
 ) -> list[Response]:
     """One response per prompt from a fresh ``make_scorer()`` per batch, batched like ``generate``; a scorer
     that is a context manager is entered for its batch's decode (set-up and clean-up once per batch).
     ``scorer_rows``: call ``make_scorer(rows)`` with the indices of the batch's prompts instead, for scorers
     with per-prompt settings (MAVIS's per-row value weights, MOD's per-row policy weights). ``seed_groups``: each
     row's preference, so that rows draw what a call per preference would (:func:`~.sampling.sequence_seeds`).
+    ``record_reference``: the scorer is π_ref on plain prompts; sampled responses record its log-probabilities at
+    T=1 in ``meta[REFERENCE_LOGPROBS]``.
 
     ``beams == 1``: greedy or seeded sampling with ``TokenSampler`` (the same seeds as ``generate``);
     ``beams > 1``: beam search, the best candidate (deterministic, so its ``logprobs`` are 0 like greedy
@@ -208,6 +212,7 @@ def generate_with_scorer(
     seeds = sequence_seeds(config.seed, prompts, seed_groups)
     stops = StopStrings(tokenizer, config.stop) if config.stop else None
     responses: list[Response | None] = [None] * len(prompts)
+    reference_logprobs: list[list[float]] = [[] for _ in prompts]
     batches = length_sorted_batches(prompt_ids, config.batch_size)
     with torch.inference_mode():
         for batch in tqdm(batches, desc="generating", unit="batch", disable=not config.progress):
@@ -218,10 +223,14 @@ def generate_with_scorer(
                 if beams == 1:
                     sampler = reporting_steps(TokenSampler(config, [seeds[i] for i in batch], device, eos_ids),
                                               prompts, batch)
+                    if record_reference:
+                        sampler = recording_scorer_logprobs(sampler, reference_logprobs, batch)
                     decoded = decode_loop(scorer, sampler, *padded, max_new_tokens=config.max_new_tokens,
                                           eos_ids=eos_ids, is_stopped=stops)
                     for index, result in zip(batch, decoded):
                         responses[index] = to_response(prompts[index], result, tokenizer, stops)
+                        if record_reference:
+                            responses[index].meta[REFERENCE_LOGPROBS] = reference_logprobs[index]
                 else:
                     found = beam_search(scorer, *padded, beams=beams, max_new_tokens=config.max_new_tokens,
                                         eos_ids=eos_ids, length_penalty=length_penalty,

@@ -71,6 +71,9 @@ KL_SELECTION = "kl_selection"
 """``Response.meta`` key: KL that selecting among samples adds on top of the sampled tokens' KL."""
 STEERING = "steering"
 """``Response.meta`` key: what the policy did with the preference (RiC targets, soup weights, nearest point)."""
+REFERENCE_LOGPROBS = "reference_logprobs"
+"""``Response.meta`` key: log π_ref(token | plain prompt) at T=1 per token, recorded while sampling by a policy that
+samples π_ref itself (base, best-of-N), so its KL needs no teacher-forced pass."""
 
 
 @dataclass

@@ -57,6 +57,21 @@ def reporting_steps(choose, prompts: Sequence[str], batch: Sequence[int]):
     return report
 
 
+def recording_scorer_logprobs(choose, store: list[list[float]], batch: Sequence[int]):
+    """``choose`` that also appends log softmax(scores)[token] (the scorer's own distribution at T=1) of each row's
+    token to ``store[prompt index]``."""
+
+    def record(scores: torch.Tensor, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        distribution = torch.log_softmax(scores.float(), dim=-1)  # before ``choose``, which may warp in place
+        tokens, logprobs = choose(scores, rows)
+        own = distribution.gather(-1, tokens.unsqueeze(-1).to(distribution.device)).squeeze(-1)
+        for row, value in zip(rows, own.tolist()):
+            store[batch[row]].append(value)
+        return tokens, logprobs
+
+    return record
+
+
 def sequence_seeds(seed: int | None, prompts: Sequence[str], groups: Sequence[Hashable] | None = None) -> list[int]:
     """One seed per prompt from ``(seed, prompt, occurrence)``; ``seed=None`` draws them from torch's RNG.
 
@@ -201,12 +216,14 @@ def generate(
     *,
     rendered: bool = False,
     seed_groups: Sequence[Hashable] | None = None,
+    reference: bool = False,
 ) -> list[Response]:
     """Sample one response per prompt, in the order given, batched with left padding and a KV cache.
 
     Prompts are user messages rendered with the chat template (and ``config.system_prompt``) unless
     ``rendered`` says they are already model-ready text. Ends at EOS, a stop string or max_new_tokens.
     ``seed_groups``: each row's preference when one call serves several (see :func:`sequence_seeds`).
+    ``reference``: the model is π_ref and the prompts are plain; each response records ``meta[REFERENCE_LOGPROBS]``.
     This is the one decoding loop (``beam.generate_with_scorer``) over the model's own next-token scores.
     """
     from .beam import generate_with_scorer  # beam builds on this module's sampler
@@ -214,4 +231,5 @@ def generate(
     scorer = CausalLMScorer(model, max_new_tokens=config.max_new_tokens)  # every batch: a compiled step keeps its cache
     with evaluation_mode(model):
         return generate_with_scorer(lambda: scorer, tokenizer, prompts, config, eos_ids=eos_token_ids(model, tokenizer),
-                                    device=model.device, rendered=rendered, seed_groups=seed_groups)
+                                    device=model.device, rendered=rendered, seed_groups=seed_groups,
+                                    record_reference=reference)

@@ -87,7 +87,7 @@ class BestOfNPolicy:
             from ..generation import generate
 
             expanded = [prompt for prompt in prompts for _ in range(self.n)]
-            pools[config.seed] = generate(self.model, self.tokenizer, expanded, config)
+            pools[config.seed] = generate(self.model, self.tokenizer, expanded, config, reference=True)
         return [replace(candidate, meta=dict(candidate.meta)) for candidate in pools[config.seed]], fresh
 
     def reference(self) -> tuple[Any, Any]:

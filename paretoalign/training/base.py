@@ -218,11 +218,26 @@ class Trainer(ABC):
         return max(1, math.ceil(self.config.epochs * self.micro_batches_per_epoch / self.config.grad_accum))
 
     def _epoch_order(self, epoch: int) -> list[int]:
-        """A seeded permutation of the examples, padded by wrapping so every rank gets full batches."""
+        """A seeded permutation of the examples (grouped by length when asked), padded by wrapping so every rank
+        gets full batches."""
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         order = torch.randperm(len(self.train_examples), generator=generator).tolist()
+        if self.config.group_by_length:
+            order = self._length_grouped(order, generator)
         size = self.micro_batches_per_epoch * self._global_batch
         return [order[i % len(order)] for i in range(size)]
+
+    def _length_grouped(self, order: list[int], generator: torch.Generator) -> list[int]:
+        """``order`` cut into mega-batches of 50 global batches, each sorted by length and cut into batches, the full
+        batches then shuffled (HF's ``group_by_length``): a batch pads to a length close to its own."""
+        lengths = [self.count_tokens([example]) for example in self.train_examples]
+        mega = 50 * self._global_batch
+        ranked = [i for start in range(0, len(order), mega)
+                  for i in sorted(order[start : start + mega], key=lambda i: -lengths[i])]
+        full = len(ranked) // self._global_batch
+        batches = [ranked[b * self._global_batch : (b + 1) * self._global_batch] for b in range(full)]
+        shuffled = [i for b in torch.randperm(full, generator=generator).tolist() for i in batches[b]]
+        return shuffled + ranked[full * self._global_batch :]  # a short last batch stays last
 
     def _micro_batches(self, start: int) -> Iterator[tuple[int, list[dict[str, Any]]]]:
         """Endless ``(micro_step, this rank's examples)`` from data position ``start``, epoch after epoch."""

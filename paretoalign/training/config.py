@@ -49,6 +49,8 @@ class TrainConfig:
     max_steps: int = field(default=0, metadata={"help": "optimizer steps; 0 = from epochs"})
     batch_size: int = field(default=8, metadata={"help": "examples per device per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    group_by_length: bool = field(default=False, metadata={
+        "help": "batch examples of similar length together (less padding; batches still come in random order)"})
     max_length: int = field(default=512, metadata={"help": "tokens per sequence; longer ones are truncated"})
     mixed_precision: str = field(default="no", metadata={"help": f"autocast: {', '.join(MIXED_PRECISION)}"})
     dtype: str = field(default="float32", metadata={"help": "weight dtype when loading the model"})

@@ -42,20 +42,29 @@ class Sampling:
     steered: bool = True
 
 
+STEERED_BY = "steered_by"
+"""A sample's ``meta`` key: the objective whose instruction its message carried (None: the plain prompt)."""
+
+
+def steering_sources(prompts: Sequence[str], objectives: Sequence[Objective], samples: int,
+                     steered: bool = True) -> list[tuple[str, str | None]]:
+    """(prompt, objective whose instruction is appended or None) for ``samples`` answers per prompt, cycling
+    through the plain prompt and each objective's instruction."""
+    cycle = [None] + ([o.name for o in objectives if o.name in INSTRUCTIONS] if steered else [])
+    return [(prompt, cycle[j % len(cycle)]) for prompt in prompts for j in range(samples)]
+
+
 def steered_messages(prompts: Sequence[str], objectives: Sequence[Objective], samples: int,
                      steered: bool = True) -> list[str]:
-    """``samples`` user messages per prompt, cycling through the plain prompt and one objective's instruction."""
-    texts = [""]
-    if steered:
-        texts += [steering_text(Preference.parse({o.name: 1.0})) for o in objectives if o.name in INSTRUCTIONS]
-    chosen = [(prompt, texts[j % len(texts)]) for prompt in prompts for j in range(samples)]
-    return [f"{prompt}\n\n{text}" if text else prompt for prompt, text in chosen]
+    """The user messages of :func:`steering_sources`."""
+    return [f"{prompt}\n\n{steering_text(Preference.parse({name: 1.0}))}" if name else prompt
+            for prompt, name in steering_sources(prompts, objectives, samples, steered)]
 
 
 def sample_answers(model: str | None, prompts: Sequence[str], objectives: Sequence[Objective], sampling: Sampling, *,
                    device: str = "auto", dtype: str = "auto", progress: bool = True) -> tuple[list[Any], int]:
-    """``sampling.samples`` answers per prompt as ScoredResponse records of the plain prompt (unscored), and the
-    number of tokens generated."""
+    """``sampling.samples`` answers per prompt as ScoredResponse records of the plain prompt (unscored, ``meta``
+    naming the instruction each was steered by), and the number of tokens generated."""
     from ...data import ScoredResponse
     from ...generation import GenerationConfig, generate
     from ...models import load_model
@@ -66,8 +75,9 @@ def sample_answers(model: str | None, prompts: Sequence[str], objectives: Sequen
                               temperature=sampling.temperature, seed=sampling.seed, batch_size=GENERATION_BATCH,
                               progress=progress)
     responses = generate(base, tokenizer, messages, config)
-    plain = [prompt for prompt in prompts for _ in range(sampling.samples)]
-    records = [ScoredResponse(prompt=p, response=r.text) for p, r in zip(plain, responses)]
+    sources = steering_sources(prompts, objectives, sampling.samples, sampling.steered)
+    records = [ScoredResponse(prompt=prompt, response=r.text, meta={STEERED_BY: name})
+               for (prompt, name), r in zip(sources, responses)]
     return records, sum(len(r.token_ids) for r in responses)
 
 

@@ -138,8 +138,8 @@ def train_sft(run: RunDirectory, stage: str, data: Sequence[ScoredResponse], obj
     sft = SFTConfig(
         model=config.model, output_dir=str(output_dir), lora_r=config.lora_r, lora_alpha=config.lora_alpha, lr=lr,
         scheduler=scheduler, warmup_steps=0 if scheduler == "constant" else min(10, steps // 10), max_steps=steps,
-        batch_size=config.batch_size, max_length=config.max_length, save_every=config.save_every, seed=config.seed,
-        dtype=config.dtype, device=config.device, progress=config.progress, resume=resume, overwrite=not resume,
+        batch_size=config.batch_size, group_by_length=True, max_length=config.max_length, save_every=config.save_every,
+        seed=config.seed, dtype=config.dtype, device=config.device, progress=config.progress, resume=resume, overwrite=not resume,
         mixed_precision=autocast_precision(config.device, config.mixed_precision),
     )
     transform = conditioned_prompt_transform(config.conditioning, [o.name for o in objectives])
