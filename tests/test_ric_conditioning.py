@@ -1,19 +1,20 @@
-"""scripts/ric_conditioning.py on the tiny Llama: a RiC model trained where the targets decide the answer reads them
-(its own targets make a response likelier, the base model's gain is what chance gives), and the samples' spread
+"""scripts/ric_conditioning.py on the tiny Llama: a model trained where the targets decide the answer reads them
+(its own targets make each response likelier; the untrained model gains next to nothing), and the samples' spread
 by instruction is the objectives' own scores of each group."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest
+from transformers import AutoModelForCausalLM
 
 from paretoalign.data import ScoredResponse
-from paretoalign.methods import get_recipe, load_run
-from paretoalign.methods.ric.stages import OFFLINE_DATA
+from paretoalign.methods.ric import Conditioning, RiCPolicy
+from paretoalign.methods.ric.stages import conditioned_prompt_transform
 from paretoalign.objectives import load_objectives
+from paretoalign.training import SFTConfig, SFTTrainer
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "ric_conditioning.py"
 SHORT, LONG = "Yes.", "Yes, it is, and here is why it is so."
@@ -26,30 +27,34 @@ def load_script():
     return module
 
 
+RECORDS = [ScoredResponse(prompt=f"Question {i}?", response=text,
+                          meta={"rewards": {"informativeness": value, "conciseness": -value}})
+           for i in range(7) for text, value in ((SHORT, -1.0), (LONG, 1.0))]
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, tiny_model_dir):
-    """A RiC run whose data pairs every prompt with a one-word and a ten-word answer: the targets decide which."""
-    folder = tmp_path_factory.mktemp("ric-conditioning")
-    data = folder / "data.jsonl"
-    rows = [{"prompt": f"Question {i}?", "response": text} for i in range(8) for text in (SHORT, LONG)]
-    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    objectives = load_objectives("informativeness,conciseness")
-    for objective in objectives:
-        objective.fit_normalization(["p"] * 2, [SHORT, LONG])
-    ric = get_recipe("ric")
-    config = ric.config(model=str(tiny_model_dir), dataset=[str(data)], steps=30, batch_size=8, lr=3e-2, lora_r=8,
-                        lora_alpha=16, save_every=30, device="cpu", progress=False)
-    return ric.fit(objectives, folder / "run", config)
+def conditioned(tiny_model_dir, tmp_path_factory):
+    """The tiny model fine-tuned on RECORDS with their targets in the prompt (the targets decide the answer), as a
+    RiC policy, and the untouched model."""
+    conditioning = Conditioning()
+    rows = [{"prompt": r.prompt, "response": r.response, "rewards": r.meta["rewards"]} for r in RECORDS]
+    config = SFTConfig(model=str(tiny_model_dir), output_dir=str(tmp_path_factory.mktemp("sft") / "run"),
+                       full_finetune=True, lr=1e-2, max_steps=60, batch_size=14, scheduler="constant", progress=False)
+    trainer = SFTTrainer(config, rows, prompt_transform=conditioned_prompt_transform(
+        conditioning, ["informativeness", "conciseness"]))
+    trainer.train()
+    target_range = {"informativeness": (-1.0, 1.0), "conciseness": (-1.0, 1.0)}
+    policy = RiCPolicy(trainer.model.eval(), trainer.tokenizer, target_range, conditioning=conditioning)
+    return policy, AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
 
 
-def test_a_model_trained_on_deciding_targets_reads_them(run):
+def test_a_model_trained_on_deciding_targets_reads_them(conditioned):
     script = load_script()
-    policy = load_run(run.path, device="cpu", dtype="float32")
-    records = [ScoredResponse.from_dict(json.loads(line)) for line in (run.path / OFFLINE_DATA).read_text().splitlines()]
-    adapted = script.conditioning_gain(policy, records, policy.model)
-    base = script.conditioning_gain(policy, records, policy.reference()[0])
-    assert adapted.shape == (16,) and adapted.mean() > 1.0 and (adapted > 0).mean() >= 0.75
-    assert adapted.mean() > base.mean() + 1.0
+    policy, untouched = conditioned
+    trained = script.conditioning_gain(policy, RECORDS, policy.model)
+    base = script.conditioning_gain(policy, RECORDS, untouched)
+    assert trained.shape == (14,) and trained.min() > 2.0  # every answer likelier with the targets it came with
+    assert abs(base.mean()) < 1.0  # a model never shown targets gains next to nothing from them
 
 
 def test_spread_by_instruction_is_each_groups_own_scores():
