@@ -5,8 +5,8 @@ On SmolLM2-135M-Instruct, CPU, offline:
 1. Fit each objective's normalization on the base model's answers to train-split prompts (what the demo does).
 2. Fit the ``ric`` recipe at the chosen preset: sample the base model on train prompts (plain and with one
    objective's instruction appended), score, write the conditioned data, LoRA SFT, online iterations (see
-   ``paretoalign/methods/ric/stages.py``; ``quick`` = 144 responses of 40 tokens, 64 steps of 8, no online
-   iteration), then load the run's policy.
+   ``paretoalign/methods/ric/stages.py``; ``quick`` = 32 prompts × 4 responses of 64 tokens, 12 steps of 8, no
+   online iteration), then load the run's policy.
 3. On eval-split prompts, answer at a few preferences with the same seeds and report the mean normalized
    reward of each objective, next to the base model.
 
@@ -14,8 +14,8 @@ Run: ``python examples/ric_quick.py`` (see ``--help``). Ends with ``RESULT ric_<
 that objective's corner minus at the other corner>`` (> 0: the preference steers that objective) and
 ``RESULT ric_train_seconds=<wall time of step 2>``.
 
-Measured (quick, 24 eval prompts, ``--threads 1``, busy shared CPU): informativeness gap +0.30, simplicity gap
--0.26, 573 s of training. At 40 tokens most answers are cut at the cap, so word count (informativeness) mostly
+Measured with an earlier quick preset (144 responses of 40 tokens, 64 steps; 24 eval prompts, ``--threads 1``,
+busy shared CPU): informativeness gap +0.30, simplicity gap -0.26, 573 s of training. At 40 tokens most answers are cut at the cap, so word count (informativeness) mostly
 tells short answers apart; the quick preset learns that (short answers when informativeness is not wanted) but
 not yet the readability targets.
 """
