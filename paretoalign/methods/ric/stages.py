@@ -28,7 +28,7 @@ from ...core.rundir import COMPUTE_KEYS, RunDirectory
 from ...core.runtime import autocast_precision
 from ...data import (DEFAULT_PROMPT_SET, PreferencePair, PromptRecord, SafetyPair, ScoredResponse, load_mixture,
                      read_jsonl, write_jsonl)
-from ...generation import GenerationConfig, generate
+from ...generation import GenerationConfig
 from ...models import load_adapter, load_model
 from ...objectives import score_all
 from ...objectives.base import Objective
