@@ -34,7 +34,9 @@ from paretoalign.training.sft import render_conversation, tokenize_completion
 OBJECTIVES = "conciseness,simplicity"
 NAMES = OBJECTIVES.split(",")
 TINY = dict(prompts=8, samples=4, max_new_tokens=8, epochs=1, batch_size=2, lr=1e-3, max_length=160, review_tokens=6,
-            conflict_prompts=0, realign_epochs=1, realign_lr=1e-3, progress=False)
+            conflict_prompts=0, realign_epochs=1, realign_lr=1e-3, steered=True, progress=False)
+"""``steered``: the tiny random model's plain answers give its first round too little to disagree on for a
+candidate to pass the filter; steered samples (the soups default) do."""
 HELPSTEER = "tests/fixtures/datasets/helpsteer.jsonl"
 PKU = "tests/fixtures/datasets/pku_saferlhf.jsonl"
 
