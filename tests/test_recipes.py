@@ -36,7 +36,7 @@ TINY_SETTINGS: dict[str, dict] = {
     "hc_rlhf": dict(threshold=1000.0, prompts=2, steps=1, prompts_per_step=2, samples=2, max_new_tokens=6,
                     safety_prompts=3, lora_r=4),
     "sipo": dict(prompts=8, samples=4, max_new_tokens=8, epochs=1, batch_size=2, lr=1e-3, max_length=160,
-                 review_tokens=6, conflict_prompts=0, realign_epochs=1, realign_lr=1e-3),
+                 review_tokens=6, conflict_prompts=0, realign_epochs=1, realign_lr=1e-3, steered=True),
 }
 """Settings that make each recipe's quick preset run in seconds on the tiny model (``model`` is added)."""
 
