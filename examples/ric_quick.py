@@ -15,9 +15,9 @@ that objective's corner minus at the other corner>`` (> 0: the preference steers
 ``RESULT ric_train_seconds=<wall time of step 2>``.
 
 Measured with an earlier quick preset (144 responses of 40 tokens, 64 steps; 24 eval prompts, ``--threads 1``,
-busy shared CPU): informativeness gap +0.30, simplicity gap -0.26, 573 s of training. At 40 tokens most answers are cut at the cap, so word count (informativeness) mostly
-tells short answers apart; the quick preset learns that (short answers when informativeness is not wanted) but
-not yet the readability targets.
+busy shared CPU): informativeness gap +0.30, simplicity gap -0.26, 573 s of training. At 40 tokens most answers
+are cut at the cap, so word count (informativeness) mostly tells short answers apart; the quick preset learns that
+(short answers when informativeness is not wanted) but not yet the readability targets.
 """
 
 from __future__ import annotations

@@ -20,14 +20,12 @@ from torch.nn.utils.rnn import pad_sequence
 
 from paretoalign.core.rundir import RunDirectory
 from paretoalign.generation.chat import pad_id
-from paretoalign.generation.value_guided import GuidanceSettings
 from paretoalign.methods import get_recipe
 from paretoalign.methods.common.objective_policies import train_prompts
 from paretoalign.methods.common.recipe import run_objectives
-from paretoalign.methods.mavis.recipe import value_model_folders
-from paretoalign.methods.mavis.trees import TreeSampler, collect_trees, read_shards, value_records
+from paretoalign.methods.mavis.recipe import reference_tree_sampler, value_model_folders
+from paretoalign.methods.mavis.trees import collect_trees, read_shards, value_records
 from paretoalign.methods.mavis.values import load_value_model
-from paretoalign.models import load_model
 from paretoalign.models.score_model import sequence_scores
 
 BATCH = 16
@@ -48,10 +46,8 @@ def predictions(model, tokenizer, records: list[dict]) -> np.ndarray:
 def held_out_trees(run: RunDirectory, config, objectives, count: int):
     """Trees grown like the run's iteration 0 (π_ref's top-k) from the ``count`` train prompts after its own."""
     prompts = train_prompts(config.prompts * config.iterations + count)[-count:]
-    model, tokenizer = load_model(config.model, device="cpu")
-    sampler = TreeSampler(model, tokenizer, settings=GuidanceSettings(beta=0.0, top_k=config.tree_top_k),
-                          batch_size=config.sample_batch_size)
-    return collect_trees(sampler, prompts, objectives, config.tree_shape(), seed=config.seed + 1000, shard="held-out")
+    return collect_trees(reference_tree_sampler(config, device="cpu"), prompts, objectives, config.tree_shape(),
+                         seed=config.seed + 1000, shard="held-out")
 
 
 def value_correlations(run_dir: Path, count: int) -> dict[str, dict[str, float]]:

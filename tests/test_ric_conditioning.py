@@ -61,7 +61,8 @@ def test_spread_by_instruction_is_each_groups_own_scores():
     script = load_script()
     objectives = load_objectives("informativeness")
     samples = [ScoredResponse(prompt="Q", response=text, meta={"steered_by": by})
-               for text, by in [("a b", None), ("a b c d", None), ("a", "simplicity"), ("a b c d e f", "informativeness")]]
+               for text, by in [("a b", None), ("a b c d", None), ("a", "simplicity"),
+                                ("a b c d e f", "informativeness")]]
     spread = script.spread_by_instruction(samples, objectives)
     assert spread == {"plain": {"informativeness": (3.0, 1.0)}, "simplicity": {"informativeness": (1.0, 0.0)},
                       "informativeness": {"informativeness": (6.0, 0.0)}}

@@ -291,7 +291,8 @@ def _add_sweep_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
                         "fitted methods are reused when their settings match)")
     parser.add_argument("--samples", type=int, default=None, help="samples per prompt (overrides the preset)")
     parser.add_argument("--eval-prompts", type=int, default=None, help="number of eval prompts (overrides the preset)")
-    parser.add_argument("--points", type=int, default=None, help="grid points per objective axis (default: the preset's, 6 quick, 11 full)")
+    parser.add_argument("--points", type=int, default=None,
+                        help="grid points per objective axis (default: the preset's, 6 quick, 11 full)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens per response (overrides the preset)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")

@@ -36,7 +36,8 @@ def response_logprobs(
     return sum_logps, scored.sum(dim=-1)
 
 
-def response_logits(model: torch.nn.Module, labels: torch.Tensor, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def response_logits(model: torch.nn.Module, labels: torch.Tensor,
+                    **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's logits from the last prompt position on (over the prompt the LM head would score nothing), and
     ``labels`` cut to the same columns: what :func:`response_logprobs` and the SFT loss need, for less work.
 

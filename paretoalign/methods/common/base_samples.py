@@ -57,8 +57,12 @@ def steering_sources(prompts: Sequence[str], objectives: Sequence[Objective], sa
 def steered_messages(prompts: Sequence[str], objectives: Sequence[Objective], samples: int,
                      steered: bool = True) -> list[str]:
     """The user messages of :func:`steering_sources`."""
-    return [f"{prompt}\n\n{steering_text(Preference.parse({name: 1.0}))}" if name else prompt
-            for prompt, name in steering_sources(prompts, objectives, samples, steered)]
+    return [message_of(prompt, name) for prompt, name in steering_sources(prompts, objectives, samples, steered)]
+
+
+def message_of(prompt: str, objective: str | None) -> str:
+    """``prompt`` with ``objective``'s instruction appended (None: the plain prompt)."""
+    return f"{prompt}\n\n{steering_text(Preference.parse({objective: 1.0}))}" if objective else prompt
 
 
 def sample_answers(model: str | None, prompts: Sequence[str], objectives: Sequence[Objective], sampling: Sampling, *,
@@ -70,12 +74,11 @@ def sample_answers(model: str | None, prompts: Sequence[str], objectives: Sequen
     from ...models import load_model
 
     base, tokenizer = load_model(model, dtype=dtype, device=device)
-    messages = steered_messages(prompts, objectives, sampling.samples, sampling.steered)
+    sources = steering_sources(prompts, objectives, sampling.samples, sampling.steered)
     config = GenerationConfig(max_new_tokens=sampling.max_new_tokens, min_new_tokens=1,
                               temperature=sampling.temperature, seed=sampling.seed, batch_size=GENERATION_BATCH,
                               progress=progress)
-    responses = generate(base, tokenizer, messages, config)
-    sources = steering_sources(prompts, objectives, sampling.samples, sampling.steered)
+    responses = generate(base, tokenizer, [message_of(prompt, name) for prompt, name in sources], config)
     records = [ScoredResponse(prompt=prompt, response=r.text, meta={STEERED_BY: name})
                for (prompt, name), r in zip(sources, responses)]
     return records, sum(len(r.token_ids) for r in responses)

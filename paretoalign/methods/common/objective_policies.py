@@ -183,7 +183,8 @@ def train_dpo_adapter(pairs: list, output_dir: Path, config: ObjectivePoliciesCo
 
     dpo = DPOConfig(model=config.model, output_dir=str(output_dir), overwrite=True, epochs=config.epochs,
                     lr=config.lr, beta=config.beta, batch_size=config.batch_size, group_by_length=True,
-                    max_length=config.max_length, lora_r=config.lora_r, lora_alpha=config.lora_alpha, seed=config.seed, device=config.device,
+                    max_length=config.max_length, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
+                    seed=config.seed, device=config.device,
                     mixed_precision=autocast_precision(config.device), precompute_reference=True,
                     progress=config.progress)
     result = run_training("dpo", dpo, train_data=pairs)

@@ -138,17 +138,10 @@ class MAVISRecipe(Recipe):
 
     def collect(self, run: RunDirectory, objectives: list[Objective], config: MAVISConfig) -> dict:
         """Iteration 0's trees from π_ref's top-k on the first fresh prompts, scored on every objective."""
-        from ...models import load_model
-        from ...generation.value_guided import GuidanceSettings
-        from .trees import TreeSampler
-
         check_objectives(objectives)
         config.guidance()  # refuse bad decoding settings before any sampling
         prompts = iteration_prompts(config, 0)
-        model, tokenizer = load_model(config.model, device=config.device)
-        sampler = TreeSampler(model, tokenizer, settings=GuidanceSettings(beta=0.0, top_k=config.tree_top_k),
-                              batch_size=config.sample_batch_size)
-        return _collect(run, sampler, prompts, objectives, config, 0, "iter0", "reference")
+        return _collect(run, reference_tree_sampler(config), prompts, objectives, config, 0, "iter0", "reference")
 
     def train(self, run: RunDirectory, objectives: list[Objective], config: MAVISConfig) -> dict:
         """Per iteration and objective: (t ≥ 1) the policy's trees, then the value model; finished steps kept."""
@@ -181,6 +174,17 @@ class MAVISRecipe(Recipe):
         return MAVISPolicy(model, tokenizer, value_model_folders(run), beta=config.beta, top_k=config.top_k,
                            value_normalization=config.value_normalization, ban_eos_first=config.ban_eos_first,
                            value_dtype=dtype, beams=config.beams, candidates=config.candidates)
+
+
+def reference_tree_sampler(config: MAVISConfig, device: str | None = None):
+    """Iteration 0's tree sampler: the base model's own top-k (``config.tree_top_k``), no value guidance."""
+    from ...generation.value_guided import GuidanceSettings
+    from ...models import load_model
+    from .trees import TreeSampler
+
+    model, tokenizer = load_model(config.model, device=device or config.device)
+    return TreeSampler(model, tokenizer, settings=GuidanceSettings(beta=0.0, top_k=config.tree_top_k),
+                       batch_size=config.sample_batch_size)
 
 
 def value_model_folders(run: RunDirectory) -> dict[str, Any]:

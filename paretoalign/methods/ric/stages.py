@@ -1,8 +1,8 @@
 """RiC's stages (METHODS.md "RiC"), each ``stage(run, objectives, config) -> record`` with its compute.
 
 1. :func:`prepare`: every offline response (both sides of preference pairs, scored responses, base-model
-   answers to prompt-only data, or another run's base-model samples) scored with every objective; ``data/offline.jsonl`` keeps raw scores and
-   normalized rewards; the target range is the span of those rewards.
+   answers to prompt-only data, or another run's base-model samples) scored with every objective;
+   ``data/offline.jsonl`` keeps raw scores and normalized rewards; the target range is the span of those rewards.
 2. :func:`train_offline`: LoRA SFT, loss on response tokens, each prompt carrying its response's own rewards.
 3. :func:`train_online`: per iteration, targets on the frontier -> generate (T=0.7, top-p 0.9, EOS banned first)
    -> relabel with the rewards obtained -> drop degenerate samples -> MORS on the new samples and on the original
@@ -10,8 +10,9 @@
 
 Prompt-only data (the default: the shipped train prompts) is answered ``samples_per_prompt`` times per prompt,
 steered by each objective's instruction in turn (``common.base_samples``), which widens the range of rewards the
-model learns to condition on; the dataset keeps the plain prompt. Training resumes from a stage folder's newest checkpoint, and finished online
-iterations are kept (``manifest["online_iterations"]``), so an interrupted fit goes on where it stopped.
+model learns to condition on; the dataset keeps the plain prompt. Training resumes from a stage folder's newest
+checkpoint, and finished online iterations are kept (``manifest["online_iterations"]``), so an interrupted fit
+goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ def train_sft(run: RunDirectory, stage: str, data: Sequence[ScoredResponse], obj
         model=config.model, output_dir=str(output_dir), lora_r=config.lora_r, lora_alpha=config.lora_alpha, lr=lr,
         scheduler=scheduler, warmup_steps=0 if scheduler == "constant" else min(10, steps // 10), max_steps=steps,
         batch_size=config.batch_size, group_by_length=True, max_length=config.max_length, save_every=config.save_every,
-        seed=config.seed, dtype=config.dtype, device=config.device, progress=config.progress, resume=resume, overwrite=not resume,
+        seed=config.seed, dtype=config.dtype, device=config.device, progress=config.progress, resume=resume,
+        overwrite=not resume,
         mixed_precision=autocast_precision(config.device, config.mixed_precision),
     )
     transform = conditioned_prompt_transform(config.conditioning, [o.name for o in objectives])

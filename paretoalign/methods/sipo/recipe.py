@@ -44,9 +44,9 @@ class SIPOConfig(ObjectivePoliciesConfig):
 
     trainer: str = setting("dpo", "first-round trainer: DPO, whose implicit rewards β·Δ drive combine and filter",
                            choices=("dpo",))
-    steered: bool = setting(False, "first-round samples from the plain prompts only: SIPO's conflicts are disagreements "
-                            "among the model's own answers (steered answers left no candidate past the filter in "
-                            "the reduced run of tests/test_sipo_integration.py)")
+    steered: bool = setting(False, "first-round samples from the plain prompts only: SIPO's conflicts are "
+                            "disagreements among the model's own answers (steered answers left no candidate past the "
+                            "filter in the reduced run of tests/test_sipo_integration.py)")
     dataset: str | None = setting(None, "objective-labelled preference data, name[:proportion[:path]]: helpsteer "
                                   "(attributes as labels), pku-saferlhf (helpfulness, harmlessness) or a JSONL of "
                                   "pairs; default: pairs of the base model's samples scored by the objectives")
